@@ -1,0 +1,201 @@
+"""`flagsmith-warehouse`: serve, load, transform, run, demo (contract.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, Settings
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `30s`, `15m`, `1h30m` -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if not text or not match:
+            raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30s, 15m, 1h)")
+        hours, minutes, secs = (int(part or 0) for part in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return seconds
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    return settings.with_overrides(
+        spool_dir=Path(args.spool_dir).absolute() if getattr(args, "spool_dir", None) else None,
+        batch_size=getattr(args, "batch_size", None),
+        allow_unsigned=True if getattr(args, "allow_unsigned", False) else None,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    settings = _settings(args)
+    if not settings.secrets and not settings.allow_unsigned:
+        print(
+            "refusing to start: FLAGSMITH_WEBHOOK_SECRET is not set (or empty). Set it to the "
+            "secret configured on the Flagsmith webhook, or pass --allow-unsigned to accept "
+            "unsigned deliveries (anyone who can reach the endpoint can then write data).",
+            file=sys.stderr,
+        )
+        return 2
+    if not settings.secrets:
+        print(
+            "WARNING: running with --allow-unsigned: deliveries are NOT verified and are stored "
+            "with signature_status='unsigned'.",
+            file=sys.stderr,
+        )
+    serve(settings, args.host, args.port, args.workers, args.threads)
+    return 0
+
+
+def _load_once(settings: Settings, args: argparse.Namespace) -> int:
+    from .locks import LockBusy
+    from .pipeline import load, print_progress
+
+    interactive = sys.stderr.isatty()
+    try:
+        summary = load(
+            settings,
+            max_batches=getattr(args, "max_batches", None),
+            wait=getattr(args, "wait", False),
+            progress=print_progress if interactive else None,
+        )
+    except LockBusy as busy:
+        print(f"not loading: {busy}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: a scheduler may simply try again later
+    if interactive:
+        sys.stderr.write("\n")
+    print(summary.line(), file=sys.stderr)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    return _load_once(_settings(args), args)
+
+
+def _dbt_extra(args: argparse.Namespace) -> list[str]:
+    extra = []
+    if getattr(args, "full_refresh", False):
+        extra.append("--full-refresh")
+    if getattr(args, "select", None):
+        extra += ["--select", *args.select]
+    return extra + list(getattr(args, "dbt_args", []) or [])
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    from .transform import run_dbt
+
+    return run_dbt(_settings(args), "build", _dbt_extra(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .transform import run_dbt
+
+    settings = _settings(args)
+    while True:
+        started = time.monotonic()
+        status = _load_once(settings, args)
+        if status == 0:
+            status = run_dbt(settings, "build", _dbt_extra(args))
+        if args.every is None:
+            return status
+        if status != 0:
+            print(
+                f"this run failed (exit {status}); trying again in {args.every:.0f}s",
+                file=sys.stderr,
+            )
+        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.data_dir), deliveries=args.deliveries, identities=args.identities)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flagsmith-warehouse",
+        description="Flagsmith identity webhooks into a warehouse: receive, load, transform.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the webhook receiver under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+    serve.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
+    serve.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept deliveries without a signature when no secret is configured (unsafe)",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    def add_load_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
+        command.add_argument(
+            "--batch-size", type=int, help="deliveries per dlt load (default 5000)"
+        )
+        command.add_argument("--max-batches", type=int, help="stop after this many batches")
+        command.add_argument(
+            "--wait", action="store_true", help="wait for a running load instead of exiting 75"
+        )
+
+    def add_dbt_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--full-refresh", action="store_true", help="rebuild incremental models"
+        )
+        command.add_argument("--select", nargs="+", help="dbt node selection")
+        command.add_argument("dbt_args", nargs="*", help="more dbt arguments, after --")
+
+    load = commands.add_parser("load", help="drain the spool into the raw tables once")
+    add_load_options(load)
+    load.set_defaults(handler=cmd_load)
+
+    transform = commands.add_parser("transform", help="dbt build of the marts")
+    add_dbt_options(transform)
+    transform.set_defaults(handler=cmd_transform)
+
+    run = commands.add_parser("run", help="load, then transform")
+    add_load_options(run)
+    add_dbt_options(run)
+    run.add_argument("--every", type=parse_duration, help="repeat every DURATION (30s, 15m, 1h)")
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="receive, load and model simulated traffic")
+    demo.add_argument("--data-dir", default="data/demo", help="wiped and used for the demo")
+    demo.add_argument("--deliveries", type=int, default=400)
+    demo.add_argument("--identities", type=int, default=40)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

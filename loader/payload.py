@@ -1,0 +1,116 @@
+"""Telling a usable Flagsmith identity webhook from everything else that is authentic.
+
+The receiver classifies each verified body once, so it can answer the sender with what happened,
+and the verdict travels with the delivery in the spool. A body is an identity webhook only when
+every field the marts read has the type Flagsmith sends; anything else is quarantined with a
+reason, never dropped, so the models downstream can rely on the shape instead of guarding it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+IDENTITY = "identity"
+QUARANTINE = "quarantine"
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # IDENTITY or QUARANTINE
+    reason: str | None = None  # why it is quarantined; None for identity webhooks
+
+    @property
+    def is_identity(self) -> bool:
+        return self.kind == IDENTITY
+
+
+OK = Verdict(IDENTITY)
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def classify(body: bytes) -> Verdict:
+    """Parse `body` once and decide whether the marts can use it."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return Verdict(QUARANTINE, "not_json")
+    if not isinstance(document, dict):
+        return Verdict(QUARANTINE, "not_an_object")
+    if "event_type" in document and "data" in document:
+        return Verdict(QUARANTINE, "other_webhook_type")
+    try:
+        _check_identity_webhook(document)
+    except _Unusable as unusable:
+        return Verdict(QUARANTINE, unusable.reason)
+    return OK
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_identity_webhook(document: dict) -> None:
+    identity = document.get("identity")
+    if not isinstance(identity, str) or not identity:
+        raise _Unusable("missing_identity")
+    flags = document.get("flags", [])
+    traits = document.get("traits", [])
+    segments = document.get("segments", [])
+    if not isinstance(flags, list) or not isinstance(traits, list):
+        raise _Unusable("invalid_shape")
+    if not isinstance(segments, list):
+        raise _Unusable("invalid_shape")
+    environments = set()
+    feature_ids = set()
+    for flag in flags:
+        if not isinstance(flag, dict):
+            raise _Unusable("invalid_flag")
+        feature = flag.get("feature")
+        if (
+            not isinstance(feature, dict)
+            or not _int(feature.get("id"))
+            or not isinstance(feature.get("name"), str)
+            or not isinstance(flag.get("enabled"), bool)
+            or not _int(flag.get("environment"))
+            or not isinstance(flag.get("feature_state_value"), _SCALAR)
+        ):
+            raise _Unusable("invalid_flag")
+        if feature["id"] in feature_ids:
+            raise _Unusable("duplicate_feature")
+        feature_ids.add(feature["id"])
+        environments.add(flag["environment"])
+    if len(environments) > 1:
+        raise _Unusable("mixed_environments")
+    trait_keys = set()  # (key, transient): Flagsmith lists each stored trait once
+    for trait in traits:
+        if (
+            not isinstance(trait, dict)
+            or not isinstance(trait.get("trait_key"), str)
+            or not isinstance(trait.get("trait_value"), _SCALAR)
+            or not isinstance(trait.get("transient", False), bool)
+        ):
+            raise _Unusable("invalid_trait")
+        trait_identity = (trait["trait_key"], trait.get("transient", False))
+        if trait_identity in trait_keys:
+            raise _Unusable("duplicate_trait")
+        trait_keys.add(trait_identity)
+    segment_ids = set()
+    for segment in segments:
+        if (
+            not isinstance(segment, dict)
+            or not _int(segment.get("id"))
+            or not isinstance(segment.get("name"), str)
+            or not isinstance(segment.get("member", True), bool)
+        ):
+            raise _Unusable("invalid_segment")
+        if segment["id"] in segment_ids:
+            raise _Unusable("duplicate_segment")
+        segment_ids.add(segment["id"])

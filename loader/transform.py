@@ -1,0 +1,60 @@
+"""Running dbt against the project's own profiles.yml.
+
+dbt runs as a subprocess of the same virtualenv: each invocation starts clean (dbt keeps global
+state in-process), and `run --every` can repeat it for days without growing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import Settings, project_dir
+from .locks import exclusive, warehouse_writer_lock
+
+
+def dbt_executable() -> str:
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["FLAGSMITH_WAREHOUSE"] = settings.warehouse
+    env["FLAGSMITH_DUCKDB_PATH"] = str(settings.duckdb_path)
+    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    return env
+
+
+def dbt_command(settings: Settings, command: str, extra: Sequence[str] = ()) -> list[str]:
+    root = project_dir()
+    target_path = settings.dbt_target_path or settings.state_dir / "dbt" / "target"
+    log_path = target_path.parent / "logs"
+    return [
+        dbt_executable(),
+        command,
+        "--project-dir",
+        str(root),
+        "--profiles-dir",
+        str(root),
+        "--target",
+        settings.warehouse,
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(log_path),
+        *extra,
+    ]
+
+
+def run_dbt(settings: Settings, command: str = "build", extra: Sequence[str] = ()) -> int:
+    """Run `dbt <command>`; returns dbt's exit code. Waits for the loader on a DuckDB file."""
+    args = dbt_command(settings, command, extra)
+    if settings.warehouse == "duckdb":
+        settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(warehouse_writer_lock(settings.duckdb_path), what="the loader"):
+            return subprocess.call(args, env=dbt_environment(settings))
+    return subprocess.call(args, env=dbt_environment(settings))

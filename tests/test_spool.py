@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from loader.spool import (
+    CLAIMED,
+    CORRUPT,
+    OPEN,
+    READY,
+    Delivery,
+    SpoolReader,
+    SpoolWriteError,
+    SpoolWriter,
+    new_delivery_id,
+    read_segment,
+)
+
+
+def _delivery(n: int, body: bytes | None = None, **kw) -> Delivery:
+    now = datetime.now(UTC)
+    return Delivery(
+        delivery_id=new_delivery_id(now),
+        received_at=now,
+        body=body if body is not None else b'{"identity": "u%d"}' % n,
+        **kw,
+    )
+
+
+def test_roundtrip_keeps_body_bytes_and_metadata_exactly(tmp_path):
+    writer = SpoolWriter(tmp_path)
+    original = _delivery(
+        1,
+        body=b"\x00\xffnot json at all\n",
+        environment_key="prod",
+        signature_status="verified",
+        secret_fingerprint="abc123",
+        kind="quarantine",
+        reason="not_json",
+    )
+    writer.append(original)
+    writer.close()
+    [segment] = (tmp_path / READY).iterdir()
+    deliveries, report = read_segment(segment)
+    assert deliveries == [original]
+    assert report.deliveries == 1 and report.torn_tail_bytes == 0 and report.corrupt_ranges == 0
+
+
+def test_delivery_ids_are_uuid7_and_sort_by_time():
+    earlier = new_delivery_id(datetime(2026, 1, 1, tzinfo=UTC))
+    later = new_delivery_id(datetime(2026, 1, 1, 0, 0, 0, 2000, tzinfo=UTC))
+    assert earlier < later
+    assert earlier[14] == "7" and len(earlier) == 36
+
+
+def test_appends_are_on_disk_before_append_returns(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    delivery = _delivery(1)
+    writer.append(delivery)
+    # Still open (not sealed), yet a reader of the file sees the whole record.
+    [segment] = (tmp_path / OPEN).glob("*.seg")
+    assert read_segment(segment)[0] == [delivery]
+    writer.close()
+
+
+def test_concurrent_appends_share_flushes_and_lose_nothing(tmp_path, monkeypatch):
+    flushes = []
+    real_fdatasync = os.fdatasync
+
+    def counting_fdatasync(fd):
+        flushes.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    written: list[Delivery] = []
+    lock = threading.Lock()
+
+    def worker(start: int) -> None:
+        for n in range(start, start + 50):
+            delivery = _delivery(n)
+            writer.append(delivery)
+            with lock:
+                written.append(delivery)
+
+    threads = [threading.Thread(target=worker, args=(i * 1000,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    found = [d for path in (tmp_path / READY).glob("*.seg") for d in read_segment(path)[0]]
+    assert sorted(d.delivery_id for d in found) == sorted(d.delivery_id for d in written)
+    assert len(found) == 400
+    assert len(flushes) <= 400  # never more than one flush per delivery, usually far fewer
+
+
+def test_segments_rotate_by_size(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_bytes=1000, segment_seconds=3600)
+    for n in range(50):
+        writer.append(_delivery(n, body=b"x" * 100))
+    writer.close()
+    segments = list((tmp_path / READY).glob("*.seg"))
+    assert len(segments) > 5
+    assert sum(len(read_segment(p)[0]) for p in segments) == 50
+
+
+def test_idle_segment_is_sealed_by_age(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_seconds=0.1)
+    writer.append(_delivery(1))
+    for _ in range(100):
+        if list((tmp_path / READY).glob("*.seg")):
+            break
+        threading.Event().wait(0.05)
+    assert len(list((tmp_path / READY).glob("*.seg"))) == 1
+    assert not list((tmp_path / OPEN).glob("*.seg"))
+    writer.close()
+
+
+def test_a_failed_write_raises_and_leaves_no_partial_record(tmp_path, monkeypatch):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    writer.append(_delivery(1))
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(SpoolWriteError):
+        writer.append(_delivery(2))
+    monkeypatch.undo()
+    writer.append(_delivery(3))  # the next request gets a fresh segment
+    writer.close()
+    found = [d.body for p in (tmp_path / READY).glob("*.seg") for d in read_segment(p)[0]]
+    assert sorted(found) == [b'{"identity": "u1"}', b'{"identity": "u3"}']
+
+
+def test_a_failed_flush_raises(tmp_path, monkeypatch):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+
+    def broken_flush(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken_flush)
+    with pytest.raises(SpoolWriteError):
+        writer.append(_delivery(1))
+
+
+def test_unwritable_spool_raises(tmp_path, monkeypatch):
+    writer = SpoolWriter(tmp_path / "spool")
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(30, "Read-only file system")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(SpoolWriteError):
+        writer.append(_delivery(1))
+
+
+def test_torn_last_record_is_dropped_silently(tmp_path):
+    writer = SpoolWriter(tmp_path)
+    first, second = _delivery(1), _delivery(2)
+    writer.append(first)
+    writer.append(second)
+    writer.close()
+    [segment] = (tmp_path / READY).glob("*.seg")
+    data = segment.read_bytes()
+    for cut in (len(data) - 1, len(data) - len(second.body) - 3, len(first.encode()) + 5):
+        segment.write_bytes(data[:cut])
+        deliveries, report = read_segment(segment, tmp_path / CORRUPT)
+        assert deliveries == [first]
+        assert report.torn_tail_bytes > 0 and report.corrupt_ranges == 0
+    assert not (tmp_path / CORRUPT).exists() or not list((tmp_path / CORRUPT).iterdir())
+
+
+def test_corrupt_record_is_kept_aside_and_does_not_block_the_rest(tmp_path):
+    writer = SpoolWriter(tmp_path)
+    records = [_delivery(n) for n in range(3)]
+    for record in records:
+        writer.append(record)
+    writer.close()
+    [segment] = (tmp_path / READY).glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    start = len(records[0].encode())
+    data[start + 20] ^= 0xFF  # inside the second record
+    segment.write_bytes(bytes(data))
+    deliveries, report = read_segment(segment, tmp_path / CORRUPT)
+    assert deliveries == [records[0], records[2]]
+    assert report.corrupt_ranges == 1
+    [kept] = (tmp_path / CORRUPT).iterdir()
+    assert kept.read_bytes() == bytes(data[start : start + len(records[1].encode())])
+
+
+def test_garbage_file_yields_nothing_and_is_kept(tmp_path):
+    segment = tmp_path / "x.seg"
+    segment.write_bytes(b"garbage" * 100)
+    deliveries, report = read_segment(segment, tmp_path / CORRUPT)
+    assert deliveries == [] and report.corrupt_ranges == 1
+
+
+def test_reader_claims_sealed_segments_and_releases_them(tmp_path):
+    writer = SpoolWriter(tmp_path)
+    writer.append(_delivery(1))
+    writer.close()
+    reader = SpoolReader(tmp_path)
+    claimed = reader.claim()
+    assert [p.parent.name for p in claimed] == [CLAIMED]
+    assert reader.claimed() == claimed
+    assert reader.claim() == []
+    reader.release(claimed)
+    assert reader.claimed() == [] and reader.backlog()["claimed_segments"] == 0
+
+
+def test_reader_leaves_a_live_writers_open_segment_alone(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    writer.append(_delivery(1))
+    assert SpoolReader(tmp_path).claim() == []
+    writer.close()
+    assert len(SpoolReader(tmp_path).claim()) == 1
+
+
+def test_reader_takes_the_open_segment_of_a_killed_writer(tmp_path):
+    delivery = _delivery(7)
+    pid = os.fork()
+    if pid == 0:  # the writer: append, then die without sealing (as kill -9 would)
+        try:
+            SpoolWriter(tmp_path, segment_seconds=3600).append(delivery)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert len(list((tmp_path / OPEN).glob("*.seg"))) == 1
+    reader = SpoolReader(tmp_path)
+    [claimed] = reader.claim()
+    assert reader.read(claimed)[0] == [delivery]
