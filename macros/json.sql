@@ -1,0 +1,179 @@
+{#-
+    Warehouse-specific JSON handling, dispatched per adapter.
+
+    The staging models call only these five macros, so a new warehouse needs only a
+    `<adapter>__` version of each (for Postgres: jsonb, jsonb_array_elements, jsonb_typeof)
+    and no model changes. Conventions every implementation follows:
+
+    - the parsed payload is whatever typed value the warehouse unnests fastest
+      (DuckDB: a STRUCT with lists of structs; Postgres: jsonb);
+    - `path` is a list of object keys (strings) and array indexes (integers, 0-based as in
+      JSON Pointer and Postgres paths; DuckDB lists are 1-based, its macro adds one);
+    - a JSON scalar (feature_state_value, trait_value) stays JSON until
+      `json_scalar_text` / `json_scalar_type` read it, and JSON null behaves like SQL null.
+-#}
+
+
+{#- ---------------------------------------------------------------- parse_identity_payload -#}
+
+{% macro parse_identity_payload(payload_column) -%}
+    {{ return(adapter.dispatch('parse_identity_payload', 'flagsmith_warehouse')(payload_column)) }}
+{%- endmacro %}
+
+{% macro default__parse_identity_payload(payload_column) -%}
+    {{ flagsmith_warehouse.raise_adapter_not_supported(
+        'parse_identity_payload(payload_column)',
+        'an expression that parses the JSON text or JSON value in payload_column, once per row, into '
+        ~ 'the typed value the other JSON macros read: an object with identity (text), flags, traits '
+        ~ 'and segments (lists of objects); feature_state_value and trait_value must stay JSON '
+        ~ '(e.g. postgres: cast(payload_column as jsonb)).'
+    ) }}
+{%- endmacro %}
+
+{% macro duckdb__parse_identity_payload(payload_column) -%}
+    {#- Feature ids are unique within a payload, so the flag list is a plain list of structs.
+        Keys Flagsmith adds later are ignored here but kept in the raw payload. -#}
+    {%- set flag = {
+        'id': 'BIGINT',
+        'enabled': 'BOOLEAN',
+        'environment': 'BIGINT',
+        'feature': {
+            'id': 'BIGINT',
+            'name': 'VARCHAR',
+            'type': 'VARCHAR',
+            'created_date': 'VARCHAR',
+            'default_enabled': 'BOOLEAN',
+            'description': 'VARCHAR',
+            'initial_value': 'VARCHAR',
+        },
+        'feature_state_value': 'JSON',
+        'feature_segment': 'BIGINT',
+        'identity': 'BIGINT',
+        'percentage_allocation': 'DOUBLE',
+    } -%}
+    {%- set trait = {'id': 'BIGINT', 'trait_key': 'VARCHAR', 'trait_value': 'JSON', 'transient': 'BOOLEAN'} -%}
+    {%- set segment = {'id': 'BIGINT', 'name': 'VARCHAR', 'member': 'BOOLEAN'} -%}
+    {%- set payload = {'identity': 'VARCHAR', 'flags': [flag], 'traits': [trait], 'segments': [segment]} -%}
+    from_json({{ payload_column }}, '{{ tojson(payload) }}')
+{%- endmacro %}
+
+
+{#- ------------------------------------------------------------------------- extract_field -#}
+
+{% macro extract_field(expression, path, data_type=none) -%}
+    {{ return(adapter.dispatch('extract_field', 'flagsmith_warehouse')(expression, path, data_type)) }}
+{%- endmacro %}
+
+{% macro default__extract_field(expression, path, data_type=none) -%}
+    {{ flagsmith_warehouse.raise_adapter_not_supported(
+        'extract_field(expression, path, data_type=none)',
+        'the value at path (a list of keys and 0-based array indexes) inside expression (a parsed '
+        ~ 'payload or one element of unnest_list), cast to data_type (a portable SQL type name such '
+        ~ 'as bigint, boolean, text, double precision, timestamp with time zone); with data_type none, '
+        ~ 'the JSON value itself for json_scalar_text/json_scalar_type; null when the path is absent '
+        ~ '(e.g. postgres: cast(expression #>> \'{a,0,b}\' as data_type), or expression #> \'{a,0,b}\').'
+    ) }}
+{%- endmacro %}
+
+{% macro duckdb__extract_field(expression, path, data_type=none) -%}
+    {%- set accessors = [] -%}
+    {%- for step in path -%}
+        {%- if step is number -%}
+            {%- do accessors.append('[' ~ (step + 1) ~ ']') -%}
+        {%- else -%}
+            {%- do accessors.append("['" ~ step ~ "']") -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if data_type is none -%}
+        {{ expression }}{{ accessors | join('') }}
+    {%- else -%}
+        cast({{ expression }}{{ accessors | join('') }} as {{ data_type }})
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- --------------------------------------------------------------------------- unnest_list -#}
+
+{% macro unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
+    {{ return(adapter.dispatch('unnest_list', 'flagsmith_warehouse')(relation, list_field, element_column, parsed_column)) }}
+{%- endmacro %}
+
+{% macro default__unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
+    {{ flagsmith_warehouse.raise_adapter_not_supported(
+        'unnest_list(relation, list_field, element_column, parsed_column)',
+        'a complete select statement over relation (a CTE name) returning all its columns plus '
+        ~ 'element_column, with one row per element of the list parsed_column.list_field and no row '
+        ~ 'for an empty or absent list (e.g. postgres: select relation.*, elements.element_column '
+        ~ 'from relation cross join lateral jsonb_array_elements(relation.parsed_column -> list_field) '
+        ~ 'as elements(element_column)).'
+    ) }}
+{%- endmacro %}
+
+{% macro duckdb__unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
+    select
+        {{ relation }}.*,
+        unnest({{ relation }}.{{ parsed_column }}['{{ list_field }}']) as {{ element_column }}
+    from {{ relation }}
+{%- endmacro %}
+
+
+{#- ---------------------------------------------------------------------- json_scalar_text -#}
+
+{% macro json_scalar_text(json_expression) -%}
+    {{ return(adapter.dispatch('json_scalar_text', 'flagsmith_warehouse')(json_expression)) }}
+{%- endmacro %}
+
+{% macro default__json_scalar_text(json_expression) -%}
+    {{ flagsmith_warehouse.raise_adapter_not_supported(
+        'json_scalar_text(json_expression)',
+        'the JSON scalar as text: strings unquoted and unescaped, numbers and booleans as their JSON '
+        ~ 'text (42, 97.5, true), JSON null or a missing value as SQL null '
+        ~ '(e.g. postgres: json_expression #>> \'{}\').'
+    ) }}
+{%- endmacro %}
+
+{% macro duckdb__json_scalar_text(json_expression) -%}
+    json_extract_string({{ json_expression }}, '$')
+{%- endmacro %}
+
+
+{#- ---------------------------------------------------------------------- json_scalar_type -#}
+
+{% macro json_scalar_type(json_expression) -%}
+    {{ return(adapter.dispatch('json_scalar_type', 'flagsmith_warehouse')(json_expression)) }}
+{%- endmacro %}
+
+{% macro default__json_scalar_type(json_expression) -%}
+    {{ flagsmith_warehouse.raise_adapter_not_supported(
+        'json_scalar_type(json_expression)',
+        'the type of the JSON scalar as one of string, integer, float, boolean, null (JSON null and '
+        ~ 'a missing value are null; a number is integer when its JSON text has no fraction or '
+        ~ 'exponent); an object or array may return any other text, which the data tests reject '
+        ~ '(e.g. postgres: jsonb_typeof, splitting number by its text).'
+    ) }}
+{%- endmacro %}
+
+{% macro duckdb__json_scalar_type(json_expression) -%}
+    case coalesce(json_type({{ json_expression }}), 'NULL')
+        when 'VARCHAR' then 'string'
+        when 'BIGINT' then 'integer'
+        when 'UBIGINT' then 'integer'
+        when 'HUGEINT' then 'integer'
+        when 'DOUBLE' then 'float'
+        when 'BOOLEAN' then 'boolean'
+        when 'NULL' then 'null'
+        else lower(json_type({{ json_expression }}))
+    end
+{%- endmacro %}
+
+
+{#- ------------------------------------------------------------------------------ helpers -#}
+
+{% macro raise_adapter_not_supported(signature, must_return) -%}
+    {{ exceptions.raise_compiler_error(
+        "flagsmith_warehouse." ~ signature ~ " is not implemented for the '" ~ adapter.type()
+        ~ "' adapter. Add a macro " ~ adapter.type() ~ "__" ~ signature
+        ~ " (in this project or, through the dispatch config, in yours) that returns "
+        ~ must_return
+    ) }}
+{%- endmacro %}

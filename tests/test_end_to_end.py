@@ -1,0 +1,272 @@
+"""The whole path for real: gunicorn receiver, signed posts over HTTP, `run`, SQL on the marts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from loader.demo import free_port, start_receiver, stop, wait_ready
+
+from .conftest import SECRET, sign
+
+ENVIRONMENT = 7
+
+
+def _flag(
+    feature_id,
+    name,
+    *,
+    enabled=True,
+    value=None,
+    kind="STANDARD",
+    identity=None,
+    segment=None,
+    allocation=None,
+):
+    flag = {
+        "enabled": enabled,
+        "environment": ENVIRONMENT,
+        "feature": {
+            "created_date": "2026-11-01T10:00:00.000000Z",
+            "default_enabled": False,
+            "description": None,
+            "id": feature_id,
+            "initial_value": None,
+            "name": name,
+            "type": kind,
+        },
+        "feature_segment": segment,
+        "feature_state_value": value,
+        "id": 100 + feature_id,
+        "identity": identity,
+    }
+    if allocation:
+        flag["percentage_allocation"] = allocation
+    return flag
+
+
+def _body(identity, flags, traits=(), segments=()):
+    document = {
+        "flags": flags,
+        "identity": identity,
+        "segments": list(segments),
+        "traits": list(traits),
+    }
+    return json.dumps(document, sort_keys=True).encode()
+
+
+def _checkout(variant):
+    return _flag(1, "checkout_button", value=variant, kind="MULTIVARIATE", allocation=50.0)
+
+
+def _dark_mode(enabled):
+    return _flag(2, "dark_mode", enabled=enabled)
+
+
+def _max_items(value, identity=None, segment=None):
+    return _flag(3, "max_items", value=value, identity=identity, segment=segment)
+
+
+# The scripted sequence, posted in this order (so received_at increases along it).
+SCRIPT = [
+    ("alice", [_checkout("variant_b"), _dark_mode(True), _max_items(10)]),
+    ("alice", [_checkout("variant_b"), _dark_mode(False), _max_items(10)]),  # dark_mode off
+    ("alice", [_checkout("variant_b"), _dark_mode(True), _max_items(42, identity=5)]),  # override
+    ("alice", [_checkout("variant_b"), _dark_mode(True), _max_items(42, identity=5)]),  # same state
+    ("bob", [_checkout("control"), _dark_mode(True), _max_items(25, segment=9)]),
+    ("bob", [_checkout("control"), _max_items(25, segment=9)]),  # dark_mode hidden: skipped
+    ("bob", [_checkout("control"), _dark_mode(True), _max_items(25, segment=9)]),
+]
+
+
+def _post(base_url, body, signature, path="/webhooks/flagsmith/production"):
+    request = urllib.request.Request(
+        base_url + path,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Flagsmith-Signature": signature},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture
+def environment(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FLAGSMITH_WEBHOOK_SECRET": f"rotated-out,{SECRET.decode()}",
+        "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
+        "FLAGSMITH_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "FLAGSMITH_STATE_DIR": str(tmp_path / "state"),
+        "DLT_DATA_DIR": str(tmp_path / "dlt-home"),
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    return env
+
+
+@pytest.fixture
+def receiver(environment):
+    port = free_port()
+    process = start_receiver(environment, port)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, process)
+        yield base_url
+    finally:
+        stop(process)
+
+
+def wait_sealed(environment, timeout=10.0):
+    """The receiver hands an idle segment to the loader within about a second: wait for that."""
+    open_dir = Path(environment["FLAGSMITH_SPOOL_DIR"]) / "open"
+    deadline = time.monotonic() + timeout
+    while list(open_dir.glob("*.seg")):
+        assert time.monotonic() < deadline, "the receiver did not seal its spool segments"
+        time.sleep(0.05)
+
+
+def _cli(environment, *args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "loader.cli", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _query(environment, sql):
+    with duckdb.connect(environment["FLAGSMITH_DUCKDB_PATH"], read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_scripted_sequence_through_http_run_and_marts(environment, receiver):
+    ids = []
+    for identity, flags in SCRIPT:
+        body = _body(identity, flags)
+        status, answer = _post(receiver, body, sign(body))
+        assert status == 202, answer
+        ids.append(answer["delivery_id"])
+    forged = _body("mallory", [_dark_mode(True)])
+    assert _post(receiver, forged, sign(forged, b"guess"))[0] == 401
+    envelope = b'{"data": {"feature": 1}, "event_type": "FLAG_UPDATED"}'
+    status, answer = _post(receiver, envelope, sign(envelope))
+    assert (status, answer["status"]) == (202, "quarantined")
+
+    wait_sealed(environment)
+    result = _cli(environment, "run")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    raw = _query(environment, "select delivery_id from flagsmith_raw.identity_webhooks")
+    assert sorted(r[0] for r in raw) == sorted(ids)  # exactly once, the forgery nowhere
+    assert _query(environment, "select reason from flagsmith_raw.quarantined_webhooks") == [
+        ("other_webhook_type",)
+    ]
+    received = dict(
+        _query(environment, "select delivery_id, received_at from flagsmith_raw.identity_webhooks")
+    )
+    at = [received[i] for i in ids]
+    assert at == sorted(at) and all(t.tzinfo is not None for t in at)
+
+    evaluations = _query(
+        environment,
+        "select delivery_id, feature_id, environment_id, environment_key, identity, feature_name,"
+        " feature_type, feature_state_id, enabled, value, value_type, variant, assignment_source,"
+        " feature_segment_id, percentage_allocation"
+        " from flagsmith.flagsmith__flag_evaluations order by received_at, feature_id",
+    )
+    assert len(evaluations) == 20
+    first = {row[1]: row for row in evaluations if row[0] == ids[0]}
+    assert first[1][2:] == (
+        ENVIRONMENT,
+        "production",
+        "alice",
+        "checkout_button",
+        "MULTIVARIATE",
+        101,
+        True,
+        "variant_b",
+        "string",
+        "variant_b",
+        "default",
+        None,
+        50.0,
+    )
+    assert first[2][9:13] == (None, "null", "on", "default")
+    assert first[3][9:13] == ("10", "integer", "10", "default")
+    second = {row[1]: row for row in evaluations if row[0] == ids[1]}
+    assert second[2][8:13] == (False, None, "null", "off", "default")
+    third = {row[1]: row for row in evaluations if row[0] == ids[2]}
+    assert third[3][9:13] == ("42", "integer", "42", "identity_override")
+    bob = {row[1]: row for row in evaluations if row[0] == ids[4]}
+    assert bob[3][12:14] == ("segment_override", 9)
+    assert bob[1][11] == "control"
+
+    periods = _query(
+        environment,
+        "select identity, feature_name, variant, assignment_source, valid_from, valid_to,"
+        " last_evaluated_at, evaluation_count, is_current"
+        " from flagsmith.flagsmith__flag_exposure_periods"
+        " order by identity, feature_id, valid_from",
+    )
+    assert periods == [
+        ("alice", "checkout_button", "variant_b", "default", at[0], None, at[3], 4, True),
+        ("alice", "dark_mode", "on", "default", at[0], at[1], at[0], 1, False),
+        ("alice", "dark_mode", "off", "default", at[1], at[2], at[1], 1, False),
+        ("alice", "dark_mode", "on", "default", at[2], None, at[3], 2, True),
+        ("alice", "max_items", "10", "default", at[0], at[2], at[1], 2, False),
+        ("alice", "max_items", "42", "identity_override", at[2], None, at[3], 2, True),
+        ("bob", "checkout_button", "control", "default", at[4], None, at[6], 3, True),
+        ("bob", "dark_mode", "on", "default", at[4], None, at[6], 2, True),  # the gap is skipped
+        ("bob", "max_items", "25", "segment_override", at[4], None, at[6], 3, True),
+    ]
+
+    first_exposures = _query(
+        environment,
+        "select identity, feature_name, first_exposed_at, first_variant, first_enabled,"
+        " first_value, first_assignment_source, last_evaluated_at, variant_count, is_multi_variant"
+        " from flagsmith.flagsmith__first_exposures order by identity, feature_id",
+    )
+    assert first_exposures == [
+        (
+            "alice",
+            "checkout_button",
+            at[0],
+            "variant_b",
+            True,
+            "variant_b",
+            "default",
+            at[3],
+            1,
+            False,
+        ),
+        ("alice", "dark_mode", at[0], "on", True, None, "default", at[3], 2, True),
+        ("alice", "max_items", at[0], "10", True, "10", "default", at[3], 2, True),
+        ("bob", "checkout_button", at[4], "control", True, "control", "default", at[6], 1, False),
+        ("bob", "dark_mode", at[4], "on", True, None, "default", at[6], 1, False),
+        ("bob", "max_items", at[4], "25", True, "25", "segment_override", at[6], 1, False),
+    ]
+
+    identities = _query(
+        environment,
+        "select environment_id, identity, first_seen_at, last_seen_at, delivery_count"
+        " from flagsmith.flagsmith__identities order by identity",
+    )
+    assert identities == [
+        (ENVIRONMENT, "alice", at[0], at[3], 4),
+        (ENVIRONMENT, "bob", at[4], at[6], 3),
+    ]
+    assert all(t.tzinfo is UTC or t.utcoffset().total_seconds() == 0 for t in at)
