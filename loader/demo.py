@@ -13,7 +13,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .pipeline import load
 from .transform import run_dbt
 
@@ -67,7 +67,7 @@ def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
 def _prepare(data_dir: Path) -> None:
     if data_dir.exists():
         if not (data_dir / _MARKER).exists() and any(data_dir.iterdir()):
-            raise SystemExit(
+            raise ConfigError(
                 f"{data_dir} exists and is not a demo folder; choose another --data-dir"
             )
         shutil.rmtree(data_dir)

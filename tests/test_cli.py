@@ -82,3 +82,35 @@ def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("FLAGSMITH_WAREHOUSE", "oracle")
     assert main(["load"]) == 2
     assert "FLAGSMITH_WAREHOUSE must be one of duckdb, postgres" in capsys.readouterr().err
+
+
+def test_demo_runs_the_whole_path_and_prints_the_first_look(tmp_path):
+    data_dir = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loader.cli",
+            "demo",
+            "--deliveries",
+            "80",
+            "--data-dir",
+            str(data_dir),
+        ],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DLT_DATA_DIR": str(tmp_path / "dlt")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "answers: {202: 80}" in result.stdout
+    assert "loaded 80 deliveries (80 identity webhooks, 0 quarantined)" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("feature"))
+    assert header.split() == ["feature", "variant", "identities", "evaluations", "identities_now"]
+    assert (data_dir / "warehouse.duckdb").exists()
+
+
+def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["demo", "--data-dir", str(tmp_path)]) == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

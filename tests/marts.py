@@ -1,0 +1,60 @@
+"""Reading marts out of the warehouse in the oracle's shape, for row-by-row comparisons."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import duckdb
+
+from .oracle import COLUMNS, KEYS, build_marts
+
+
+def raw_rows(connection: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """The raw table as the oracle takes it: (delivery_id, received_at, environment_key, body)."""
+    rows = connection.execute(
+        "select delivery_id, received_at, environment_key, payload::varchar"
+        " from flagsmith_raw.identity_webhooks"
+    ).fetchall()
+    return [(d, at.astimezone(UTC), key, payload.encode()) for d, at, key, payload in rows]
+
+
+def _normal(value):
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return value
+    return value
+
+
+def _sort_key(row: dict, key: tuple[str, ...]):
+    return tuple((row[column] is None, row[column]) for column in key)
+
+
+def fetch_mart(connection: duckdb.DuckDBPyConnection, name: str, schema: str = "flagsmith"):
+    columns = COLUMNS[name]
+    select = ", ".join(f'"{column}"' for column in columns)
+    result = connection.execute(f"select {select} from {schema}.{name}").fetchall()
+    rows = [dict(zip(columns, map(_normal, row), strict=True)) for row in result]
+    return sorted(rows, key=lambda row: _sort_key(row, KEYS[name]))
+
+
+def expected_marts(connection: duckdb.DuckDBPyConnection) -> dict[str, list[dict]]:
+    marts = build_marts(raw_rows(connection))
+    return {
+        name: sorted(rows, key=lambda row: _sort_key(row, KEYS[name]))
+        for name, rows in marts.items()
+    }
+
+
+def assert_mart_equal(actual: list[dict], expected: list[dict], name: str) -> None:
+    """Row-by-row equality with a readable first difference."""
+    assert len(actual) == len(expected), f"{name}: {len(actual)} rows, oracle {len(expected)}"
+    for index, (got, want) in enumerate(zip(actual, expected, strict=True)):
+        if got != want:
+            differing = {k: (got[k], want[k]) for k in want if got.get(k) != want[k]}
+            raise AssertionError(
+                f"{name} row {index} differs (warehouse, oracle): "
+                + json.dumps(differing, default=str)
+                + f"\nwarehouse row: {got}"
+            )

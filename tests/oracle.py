@@ -1,0 +1,776 @@
+"""A pure-Python reference implementation of every mart in contract.md.
+
+Why it exists: the dbt models are the product, and SQL over window functions is easy to get
+subtly wrong (runs, gaps, ties, late deliveries). This module computes the same marts the slow,
+obvious way from the raw rows, with no DuckDB and no dbt, so tests can compare the warehouse
+against it row for row. Keep it boring: clarity over speed.
+
+Input: raw rows ``(delivery_id, received_at, environment_key, body)`` as they land in
+``flagsmith_raw.identity_webhooks`` (``received_at`` aware, any zone; normalised to UTC).
+Output: ``build_marts(rows)`` -> ``{model_name: [row dict, ...]}`` with exactly the contract's
+column names (``COLUMNS``), each list sorted by the model's key (``KEYS``).
+
+Ambiguities in contract.md, and how this oracle resolves them:
+
+1.  Scope. An identity is ``(environment_id, identity)``; ``environment_key`` is not part of it.
+    A delivery's ``environment_id`` is the ``environment`` of its first flag (Flagsmith never
+    mixes environments in one body); a delivery without flags is scoped to environment ``None``.
+2.  Order. Within a scope deliveries are ordered by ``(received_at, delivery_id)``; the
+    delivery id only breaks exact timestamp ties. "Latest delivery" uses the same order.
+3.  Names. Period-like rows (exposure periods, experiment assignments, segment periods, cohorts)
+    take the feature/segment name at the run's latest evaluation. ``first_exposures`` takes the
+    name at the identity's latest evaluation of the feature. Dimensions (``features``,
+    ``segments``) take names and attributes from the latest delivery in the environment that
+    carries the thing.
+4.  ``experiment_assignments`` has one row per exposure period: ``timestamp`` = ``valid_from``,
+    ``environment_key`` = the key of the period's first delivery (the exposure event).
+5.  Any evaluation is an exposure, including a disabled one: ``first_variant`` may be ``'off'``
+    and ``'off'`` rows appear in daily exposures and feature-variant cohorts.
+6.  A feature missing from a delivery is skipped for exposure periods and feature-variant
+    cohorts, so a period stays current (``valid_to`` null) even if the feature never comes back.
+    For segments and traits absence is not skipped: it ends the run.
+7.  Traits. State = non-transient traits only; a missing ``transient`` key means false. A
+    non-transient trait whose value is null (not expected from Flagsmith) is a stored value of
+    type ``'null'`` rather than an absence. If a key is listed both transient and stored in one
+    delivery the stored entry is the state; duplicate stored entries: the last one wins.
+8.  ``trait_value_number`` is ``float(value)`` for integer and float traits (a double in SQL),
+    ``None`` otherwise (booleans are not numbers); ``trait_value_boolean`` only for booleans.
+9.  Value text: strings unquoted (the empty string stays ``''``, so an enabled flag with value
+    ``''`` has variant ``''``, not ``'on'``); integers ``str(int)``; floats ``json.dumps`` (Python
+    repr: ``50.0``, ``1e+16``); booleans ``'true'``/``'false'``; null -> ``None``, type ``'null'``.
+    Nested JSON values are not something Flagsmith sends; the oracle raises on them.
+10. Segments. A segment is "member" in a delivery when any entry with its id says
+    ``member: true``. Segments carry no environment: they take the delivery's environment.
+    ``current_member_count`` looks at each identity's latest delivery in that environment.
+11. ``percentage_allocation``: absent and null are both ``None``; numbers become ``float``.
+12. ``created_date`` is parsed to an aware UTC ``datetime`` (Flagsmith sends ISO-8601 with Z).
+13. Daily exposures: rows exist only for (date, environment, feature, variant) combinations that
+    had evaluations; ``first_exposures`` counts identities whose first evaluation of the feature
+    in that environment fell on that UTC date in that variant (0 otherwise).
+14. Bodies that are not JSON objects with an ``identity`` are skipped (they belong in quarantine).
+    Missing ``flags``/``traits``/``segments`` lists count as empty. A feature listed twice in one
+    delivery (not expected) keeps its first entry.
+15. Keys are not deduplicated: two runs starting at the same ``received_at`` would collide on the
+    contract key. The oracle reports both; the simulator never produces equal times per identity.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+RawRow = tuple[str, datetime, str | None, bytes]
+Row = dict[str, Any]
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "flagsmith__flag_evaluations": ("delivery_id", "feature_id"),
+    "flagsmith__flag_exposure_periods": ("environment_id", "identity", "feature_id", "valid_from"),
+    "flagsmith__first_exposures": ("environment_id", "identity", "feature_id"),
+    "flagsmith__experiment_assignments": (
+        "environment_id",
+        "user_id",
+        "experiment_id",
+        "timestamp",
+    ),
+    "flagsmith__segment_membership_periods": (
+        "environment_id",
+        "identity",
+        "segment_id",
+        "valid_from",
+    ),
+    "flagsmith__trait_history": ("environment_id", "identity", "trait_key", "valid_from"),
+    "flagsmith__identities": ("environment_id", "identity"),
+    "flagsmith__features": ("environment_id", "feature_id"),
+    "flagsmith__segments": ("environment_id", "segment_id"),
+    "flagsmith__daily_feature_exposures": (
+        "exposure_date",
+        "environment_id",
+        "feature_id",
+        "variant",
+    ),
+    "flagsmith__cohort_memberships": (
+        "environment_id",
+        "identity",
+        "cohort_type",
+        "cohort_key",
+        "entered_at",
+    ),
+}
+"""Sort order of each mart; the contract's unique key (experiment_assignments has none: its
+rows are exposure periods, sorted here by the columns that identify one)."""
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "flagsmith__flag_evaluations": (
+        "delivery_id",
+        "feature_id",
+        "received_at",
+        "environment_id",
+        "environment_key",
+        "identity",
+        "feature_name",
+        "feature_type",
+        "feature_state_id",
+        "enabled",
+        "value",
+        "value_type",
+        "variant",
+        "assignment_source",
+        "feature_segment_id",
+        "percentage_allocation",
+    ),
+    "flagsmith__flag_exposure_periods": (
+        "environment_id",
+        "identity",
+        "feature_id",
+        "valid_from",
+        "feature_name",
+        "enabled",
+        "value",
+        "value_type",
+        "variant",
+        "assignment_source",
+        "valid_to",
+        "last_evaluated_at",
+        "evaluation_count",
+        "is_current",
+    ),
+    "flagsmith__first_exposures": (
+        "environment_id",
+        "identity",
+        "feature_id",
+        "feature_name",
+        "first_exposed_at",
+        "first_variant",
+        "first_enabled",
+        "first_value",
+        "first_assignment_source",
+        "last_evaluated_at",
+        "variant_count",
+        "is_multi_variant",
+    ),
+    "flagsmith__experiment_assignments": (
+        "user_id",
+        "timestamp",
+        "experiment_id",
+        "variation_id",
+        "environment_id",
+        "environment_key",
+        "assignment_source",
+    ),
+    "flagsmith__segment_membership_periods": (
+        "environment_id",
+        "identity",
+        "segment_id",
+        "valid_from",
+        "segment_name",
+        "valid_to",
+        "last_evaluated_at",
+        "evaluation_count",
+        "is_current",
+    ),
+    "flagsmith__trait_history": (
+        "environment_id",
+        "identity",
+        "trait_key",
+        "valid_from",
+        "trait_value",
+        "trait_value_type",
+        "trait_value_number",
+        "trait_value_boolean",
+        "valid_to",
+        "is_current",
+    ),
+    "flagsmith__identities": (
+        "environment_id",
+        "identity",
+        "first_seen_at",
+        "last_seen_at",
+        "delivery_count",
+    ),
+    "flagsmith__features": (
+        "environment_id",
+        "feature_id",
+        "feature_name",
+        "feature_type",
+        "default_enabled",
+        "initial_value",
+        "description",
+        "created_date",
+        "first_seen_at",
+        "last_seen_at",
+        "identities_exposed",
+    ),
+    "flagsmith__segments": (
+        "environment_id",
+        "segment_id",
+        "segment_name",
+        "first_seen_at",
+        "last_seen_at",
+        "current_member_count",
+    ),
+    "flagsmith__daily_feature_exposures": (
+        "exposure_date",
+        "environment_id",
+        "feature_id",
+        "variant",
+        "identities",
+        "evaluations",
+        "first_exposures",
+    ),
+    "flagsmith__cohort_memberships": (
+        "environment_id",
+        "identity",
+        "cohort_type",
+        "cohort_key",
+        "entered_at",
+        "exited_at",
+    ),
+}
+"""Exactly the contract's columns (key first), in the order the contract lists them."""
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def value_text(value: Any) -> tuple[str | None, str]:
+    """Text and type of a JSON scalar, as the marts store flag values and trait values."""
+    if value is None:
+        return None, "null"
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return ("true" if value else "false"), "boolean"
+    if isinstance(value, int):
+        return str(value), "integer"
+    if isinstance(value, float):
+        return json.dumps(value), "float"
+    if isinstance(value, str):
+        return value, "string"
+    raise TypeError(f"not a JSON scalar: {value!r}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One flag of one delivery: a row of flagsmith__flag_evaluations, plus feature attributes."""
+
+    delivery_id: str
+    received_at: datetime
+    environment_id: int | None
+    environment_key: str | None
+    identity: str
+    feature_id: int
+    feature_name: str
+    feature_type: str
+    feature_state_id: int | None
+    enabled: bool
+    value: str | None
+    value_type: str
+    variant: str
+    assignment_source: str
+    feature_segment_id: int | None
+    percentage_allocation: float | None
+    default_enabled: bool | None
+    initial_value: str | None
+    description: str | None
+    created_date: datetime | None
+
+    @property
+    def state(self) -> tuple[bool, str | None, str, str, str]:
+        """What an exposure period holds constant."""
+        return (self.enabled, self.value, self.value_type, self.variant, self.assignment_source)
+
+
+@dataclass(frozen=True)
+class TraitValue:
+    value: str | None
+    value_type: str
+    number: float | None
+    boolean: bool | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One identity webhook, parsed once."""
+
+    delivery_id: str
+    received_at: datetime
+    environment_key: str | None
+    environment_id: int | None
+    identity: str
+    evaluations: dict[int, Evaluation]  # by feature id, in body order
+    traits: dict[str, TraitValue]  # stored (non-transient) traits only
+    segments: dict[int, tuple[str, bool]]  # segment id -> (name, member)
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        return (self.received_at, self.delivery_id)
+
+    @property
+    def scope(self) -> tuple[int | None, str]:
+        return (self.environment_id, self.identity)
+
+
+def _parse_datetime(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _variant(enabled: bool, value: str | None) -> str:
+    if not enabled:
+        return "off"
+    return "on" if value is None else value
+
+
+def _assignment_source(flag: dict[str, Any]) -> str:
+    if flag.get("identity") is not None:
+        return "identity_override"
+    if flag.get("feature_segment") is not None:
+        return "segment_override"
+    return "default"
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def parse(raw: RawRow) -> Delivery | None:
+    """Parse one raw row; None for a body that is not an identity webhook (see note 14)."""
+    delivery_id, received_at, environment_key, body = raw
+    if received_at.tzinfo is None:
+        raise ValueError(f"received_at must be timezone-aware: {received_at!r}")
+    received_at = received_at.astimezone(UTC)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or "identity" not in payload:
+        return None
+    flags = payload.get("flags") or []
+    environment_id = flags[0].get("environment") if flags else None
+    identity = payload["identity"]
+
+    evaluations: dict[int, Evaluation] = {}
+    for flag in flags:
+        feature = flag["feature"]
+        if feature["id"] in evaluations:
+            continue
+        enabled = bool(flag["enabled"])
+        value, value_type = value_text(flag.get("feature_state_value"))
+        evaluations[feature["id"]] = Evaluation(
+            delivery_id=delivery_id,
+            received_at=received_at,
+            environment_id=environment_id,
+            environment_key=environment_key,
+            identity=identity,
+            feature_id=feature["id"],
+            feature_name=feature["name"],
+            feature_type=feature["type"],
+            feature_state_id=flag.get("id"),
+            enabled=enabled,
+            value=value,
+            value_type=value_type,
+            variant=_variant(enabled, value),
+            assignment_source=_assignment_source(flag),
+            feature_segment_id=flag.get("feature_segment"),
+            percentage_allocation=_optional_float(flag.get("percentage_allocation")),
+            default_enabled=feature.get("default_enabled"),
+            initial_value=feature.get("initial_value"),
+            description=feature.get("description"),
+            created_date=_parse_datetime(feature.get("created_date")),
+        )
+
+    traits: dict[str, TraitValue] = {}
+    for trait in payload.get("traits") or []:
+        if trait.get("transient", False):
+            continue
+        raw_value = trait.get("trait_value")
+        text, value_type = value_text(raw_value)
+        traits[trait["trait_key"]] = TraitValue(
+            value=text,
+            value_type=value_type,
+            number=float(raw_value) if value_type in ("integer", "float") else None,
+            boolean=raw_value if value_type == "boolean" else None,
+        )
+
+    segments: dict[int, tuple[str, bool]] = {}
+    for segment in payload.get("segments") or []:
+        member = bool(segment.get("member")) or segments.get(segment["id"], ("", False))[1]
+        segments[segment["id"]] = (segment["name"], member)
+
+    return Delivery(
+        delivery_id=delivery_id,
+        received_at=received_at,
+        environment_key=environment_key,
+        environment_id=environment_id,
+        identity=identity,
+        evaluations=evaluations,
+        traits=traits,
+        segments=segments,
+    )
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+_ABSENT = object()
+"""State of a delivery that does not hold the thing at all: ends a run, starts none."""
+
+
+@dataclass
+class Run:
+    """An unbroken sequence of deliveries in one state."""
+
+    state: Hashable
+    items: list[Any] = field(default_factory=list)
+    valid_from: datetime | None = None
+    last_at: datetime | None = None
+    valid_to: datetime | None = None
+
+
+def runs(sequence: Iterable[tuple[datetime, Hashable, Any]]) -> list[Run]:
+    """Group ordered ``(received_at, state, item)`` into runs of equal state.
+
+    ``valid_to`` of a run is the time of the first element after it (another state, or
+    ``_ABSENT``). Callers drop elements that must be skipped before calling.
+    """
+    result: list[Run] = []
+    current: Run | None = None
+    for at, state, item in sequence:
+        if current is not None and state == current.state:
+            current.items.append(item)
+            current.last_at = at
+            continue
+        if current is not None:
+            current.valid_to = at
+            current = None
+        if state is not _ABSENT:
+            current = Run(state=state, items=[item], valid_from=at, last_at=at)
+            result.append(current)
+    return result
+
+
+# --- marts --------------------------------------------------------------------------------------
+
+
+def _sort_value(value: Any) -> tuple[bool, Any]:
+    return (value is not None, value)
+
+
+def _sorted(model: str, rows: list[Row]) -> list[Row]:
+    key = KEYS[model]
+    ordered = sorted(rows, key=lambda row: tuple(_sort_value(row[col]) for col in key))
+    columns = COLUMNS[model]
+    return [{col: row[col] for col in columns} for row in ordered]
+
+
+def _by_scope(deliveries: Sequence[Delivery]) -> dict[tuple[int | None, str], list[Delivery]]:
+    scopes: dict[tuple[int | None, str], list[Delivery]] = defaultdict(list)
+    for delivery in sorted(deliveries, key=lambda d: d.order):
+        scopes[delivery.scope].append(delivery)
+    return scopes
+
+
+def _feature_histories(
+    scopes: dict[tuple[int | None, str], list[Delivery]],
+) -> dict[tuple[int | None, str, int], list[Evaluation]]:
+    """Evaluations of each (environment, identity, feature), ordered; skipped deliveries gone."""
+    histories: dict[tuple[int | None, str, int], list[Evaluation]] = defaultdict(list)
+    for (environment_id, identity), deliveries in scopes.items():
+        for delivery in deliveries:
+            for feature_id, evaluation in delivery.evaluations.items():
+                histories[(environment_id, identity, feature_id)].append(evaluation)
+    return histories
+
+
+def flag_evaluations(deliveries: Sequence[Delivery]) -> list[Row]:
+    return [
+        {col: getattr(e, col) for col in COLUMNS["flagsmith__flag_evaluations"]}
+        for d in deliveries
+        for e in d.evaluations.values()
+    ]
+
+
+def _exposure_runs(history: list[Evaluation]) -> list[Run]:
+    return runs((e.received_at, e.state, e) for e in history)
+
+
+def flag_exposure_periods(
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> list[Row]:
+    rows = []
+    for (environment_id, identity, feature_id), history in histories.items():
+        for run in _exposure_runs(history):
+            enabled, value, value_type, variant, source = run.state  # type: ignore[misc]
+            rows.append(
+                {
+                    "environment_id": environment_id,
+                    "identity": identity,
+                    "feature_id": feature_id,
+                    "valid_from": run.valid_from,
+                    "feature_name": run.items[-1].feature_name,
+                    "enabled": enabled,
+                    "value": value,
+                    "value_type": value_type,
+                    "variant": variant,
+                    "assignment_source": source,
+                    "valid_to": run.valid_to,
+                    "last_evaluated_at": run.last_at,
+                    "evaluation_count": len(run.items),
+                    "is_current": run.valid_to is None,
+                }
+            )
+    return rows
+
+
+def experiment_assignments(
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> list[Row]:
+    rows = []
+    for (environment_id, identity, _feature_id), history in histories.items():
+        for run in _exposure_runs(history):
+            first, last = run.items[0], run.items[-1]
+            rows.append(
+                {
+                    "user_id": identity,
+                    "timestamp": run.valid_from,
+                    "experiment_id": last.feature_name,
+                    "variation_id": first.variant,
+                    "environment_id": environment_id,
+                    "environment_key": first.environment_key,
+                    "assignment_source": first.assignment_source,
+                }
+            )
+    return rows
+
+
+def first_exposures(
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> list[Row]:
+    rows = []
+    for (environment_id, identity, feature_id), history in histories.items():
+        first, last = history[0], history[-1]
+        variant_count = len({e.variant for e in history})
+        rows.append(
+            {
+                "environment_id": environment_id,
+                "identity": identity,
+                "feature_id": feature_id,
+                "feature_name": last.feature_name,
+                "first_exposed_at": first.received_at,
+                "first_variant": first.variant,
+                "first_enabled": first.enabled,
+                "first_value": first.value,
+                "first_assignment_source": first.assignment_source,
+                "last_evaluated_at": last.received_at,
+                "variant_count": variant_count,
+                "is_multi_variant": variant_count > 1,
+            }
+        )
+    return rows
+
+
+def _segment_runs(deliveries: list[Delivery], segment_id: int) -> list[Run]:
+    def state(d: Delivery) -> object:
+        listed = d.segments.get(segment_id)
+        return True if listed is not None and listed[1] else _ABSENT
+
+    return runs((d.received_at, state(d), d) for d in deliveries)
+
+
+def segment_membership_periods(
+    scopes: dict[tuple[int | None, str], list[Delivery]],
+) -> list[Row]:
+    rows = []
+    for (environment_id, identity), deliveries in scopes.items():
+        segment_ids = {s for d in deliveries for s in d.segments}
+        for segment_id in segment_ids:
+            for run in _segment_runs(deliveries, segment_id):
+                rows.append(
+                    {
+                        "environment_id": environment_id,
+                        "identity": identity,
+                        "segment_id": segment_id,
+                        "valid_from": run.valid_from,
+                        "segment_name": run.items[-1].segments[segment_id][0],
+                        "valid_to": run.valid_to,
+                        "last_evaluated_at": run.last_at,
+                        "evaluation_count": len(run.items),
+                        "is_current": run.valid_to is None,
+                    }
+                )
+    return rows
+
+
+def trait_history(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
+    rows = []
+    for (environment_id, identity), deliveries in scopes.items():
+        trait_keys = {k for d in deliveries for k in d.traits}
+        for trait_key in trait_keys:
+            sequence = ((d.received_at, d.traits.get(trait_key, _ABSENT), d) for d in deliveries)
+            for run in runs(sequence):
+                stored: TraitValue = run.state  # type: ignore[assignment]
+                rows.append(
+                    {
+                        "environment_id": environment_id,
+                        "identity": identity,
+                        "trait_key": trait_key,
+                        "valid_from": run.valid_from,
+                        "trait_value": stored.value,
+                        "trait_value_type": stored.value_type,
+                        "trait_value_number": stored.number,
+                        "trait_value_boolean": stored.boolean,
+                        "valid_to": run.valid_to,
+                        "is_current": run.valid_to is None,
+                    }
+                )
+    return rows
+
+
+def identities(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
+    return [
+        {
+            "environment_id": environment_id,
+            "identity": identity,
+            "first_seen_at": deliveries[0].received_at,
+            "last_seen_at": deliveries[-1].received_at,
+            "delivery_count": len(deliveries),
+        }
+        for (environment_id, identity), deliveries in scopes.items()
+    ]
+
+
+def features(histories: dict[tuple[int | None, str, int], list[Evaluation]]) -> list[Row]:
+    per_feature: dict[tuple[int | None, int], list[Evaluation]] = defaultdict(list)
+    for (environment_id, _identity, feature_id), history in histories.items():
+        per_feature[(environment_id, feature_id)].extend(history)
+    rows = []
+    for (environment_id, feature_id), evaluations in per_feature.items():
+        evaluations.sort(key=lambda e: (e.received_at, e.delivery_id))
+        latest = evaluations[-1]
+        rows.append(
+            {
+                "environment_id": environment_id,
+                "feature_id": feature_id,
+                "feature_name": latest.feature_name,
+                "feature_type": latest.feature_type,
+                "default_enabled": latest.default_enabled,
+                "initial_value": latest.initial_value,
+                "description": latest.description,
+                "created_date": latest.created_date,
+                "first_seen_at": evaluations[0].received_at,
+                "last_seen_at": latest.received_at,
+                "identities_exposed": len({e.identity for e in evaluations}),
+            }
+        )
+    return rows
+
+
+def segments(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
+    listings: dict[tuple[int | None, int], list[Delivery]] = defaultdict(list)
+    members: dict[tuple[int | None, int], int] = defaultdict(int)
+    for (environment_id, _identity), deliveries in scopes.items():
+        for delivery in deliveries:
+            for segment_id in delivery.segments:
+                listings[(environment_id, segment_id)].append(delivery)
+        for segment_id, (_name, member) in deliveries[-1].segments.items():
+            if member:
+                members[(environment_id, segment_id)] += 1
+    rows = []
+    for (environment_id, segment_id), deliveries in listings.items():
+        deliveries.sort(key=lambda d: d.order)
+        rows.append(
+            {
+                "environment_id": environment_id,
+                "segment_id": segment_id,
+                "segment_name": deliveries[-1].segments[segment_id][0],
+                "first_seen_at": deliveries[0].received_at,
+                "last_seen_at": deliveries[-1].received_at,
+                "current_member_count": members[(environment_id, segment_id)],
+            }
+        )
+    return rows
+
+
+def daily_feature_exposures(
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> list[Row]:
+    identities_per_day: dict[tuple[date, int | None, int, str], set[str]] = defaultdict(set)
+    evaluations: dict[tuple[date, int | None, int, str], int] = defaultdict(int)
+    firsts: dict[tuple[date, int | None, int, str], int] = defaultdict(int)
+    for (environment_id, identity, feature_id), history in histories.items():
+        for e in history:
+            key = (e.received_at.date(), environment_id, feature_id, e.variant)
+            identities_per_day[key].add(identity)
+            evaluations[key] += 1
+        first = history[0]
+        firsts[(first.received_at.date(), environment_id, feature_id, first.variant)] += 1
+    return [
+        {
+            "exposure_date": key[0],
+            "environment_id": key[1],
+            "feature_id": key[2],
+            "variant": key[3],
+            "identities": len(identities_per_day[key]),
+            "evaluations": evaluations[key],
+            "first_exposures": firsts.get(key, 0),
+        }
+        for key in evaluations
+    ]
+
+
+def cohort_memberships(
+    scopes: dict[tuple[int | None, str], list[Delivery]],
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> list[Row]:
+    rows = []
+    for (environment_id, identity, _feature_id), history in histories.items():
+        for run in runs((e.received_at, e.variant, e) for e in history):
+            rows.append(
+                {
+                    "environment_id": environment_id,
+                    "identity": identity,
+                    "cohort_type": "feature_variant",
+                    "cohort_key": f"{run.items[-1].feature_name}={run.state}",
+                    "entered_at": run.valid_from,
+                    "exited_at": run.valid_to,
+                }
+            )
+    for period in segment_membership_periods(scopes):
+        rows.append(
+            {
+                "environment_id": period["environment_id"],
+                "identity": period["identity"],
+                "cohort_type": "segment",
+                "cohort_key": period["segment_name"],
+                "entered_at": period["valid_from"],
+                "exited_at": period["valid_to"],
+            }
+        )
+    return rows
+
+
+def build_marts(raw_rows: Iterable[RawRow]) -> dict[str, list[Row]]:
+    """Every contract mart from the raw deliveries, each sorted by its key."""
+    parsed = [d for d in map(parse, raw_rows) if d is not None]
+    parsed.sort(key=lambda d: d.order)
+    scopes = _by_scope(parsed)
+    histories = _feature_histories(scopes)
+    builders: dict[str, Callable[[], list[Row]]] = {
+        "flagsmith__flag_evaluations": lambda: flag_evaluations(parsed),
+        "flagsmith__flag_exposure_periods": lambda: flag_exposure_periods(histories),
+        "flagsmith__first_exposures": lambda: first_exposures(histories),
+        "flagsmith__experiment_assignments": lambda: experiment_assignments(histories),
+        "flagsmith__segment_membership_periods": lambda: segment_membership_periods(scopes),
+        "flagsmith__trait_history": lambda: trait_history(scopes),
+        "flagsmith__identities": lambda: identities(scopes),
+        "flagsmith__features": lambda: features(histories),
+        "flagsmith__segments": lambda: segments(scopes),
+        "flagsmith__daily_feature_exposures": lambda: daily_feature_exposures(histories),
+        "flagsmith__cohort_memberships": lambda: cohort_memberships(scopes, histories),
+    }
+    return {model: _sorted(model, build()) for model, build in builders.items()}
