@@ -13,7 +13,8 @@ from loader.config import Settings
 from loader.receiver import create_app
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "flagsmith"
+# Real Flagsmith bodies and their signatures (secret s3cr3t), copied from the project brief.
+SHARED = REPO / "tests" / "fixtures" / "flagsmith"
 SECRET = b"s3cr3t"
 
 
