@@ -112,9 +112,11 @@ def run_demo(data_dir: Path, *, deliveries: int = 400, identities: int = 40) -> 
         print(f"dbt build failed with exit code {status}", file=sys.stderr)
         return status
     print_report(settings.duckdb_path)
+    query = "select * from flagsmith.flagsmith__first_exposures limit 10"
     print(
-        f"\nThe warehouse is {settings.duckdb_path}; query it with DuckDB, e.g.\n"
-        f'  duckdb {settings.duckdb_path} "select * from flagsmith.flagsmith__first_exposures"'
+        f"\nThe warehouse is {settings.duckdb_path}. Look around with, for example:\n"
+        f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{settings.duckdb_path}',"
+        f" read_only=True).sql('{query}').show()\""
     )
     return 0 if statuses.get(202, 0) == len(batch) else 1
 

@@ -29,13 +29,16 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def dbt_command(settings: Settings, command: str, extra: Sequence[str] = ()) -> list[str]:
+def dbt_command(
+    settings: Settings, command: str | Sequence[str], extra: Sequence[str] = ()
+) -> list[str]:
+    """`dbt <command...> --project-dir ... <extra...>`; command may be ["docs", "generate"]."""
     root = project_dir()
     target_path = settings.dbt_target_path or settings.state_dir / "dbt" / "target"
     log_path = target_path.parent / "logs"
     return [
         dbt_executable(),
-        command,
+        *([command] if isinstance(command, str) else command),
         "--project-dir",
         str(root),
         "--profiles-dir",
@@ -50,7 +53,9 @@ def dbt_command(settings: Settings, command: str, extra: Sequence[str] = ()) -> 
     ]
 
 
-def run_dbt(settings: Settings, command: str = "build", extra: Sequence[str] = ()) -> int:
+def run_dbt(
+    settings: Settings, command: str | Sequence[str] = "build", extra: Sequence[str] = ()
+) -> int:
     """Run `dbt <command>`; returns dbt's exit code. Waits for the loader on a DuckDB file."""
     args = dbt_command(settings, command, extra)
     if settings.warehouse == "duckdb":

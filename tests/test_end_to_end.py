@@ -13,8 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from loader.config import Settings
 from loader.demo import free_port, start_receiver, stop, wait_ready
 from loader.simulate import generate, post_all
+from loader.transform import dbt_command, dbt_environment
 
 from .conftest import SECRET, sign
 from .marts import assert_mart_equal, expected_marts, fetch_mart, raw_rows
@@ -272,6 +274,36 @@ def test_scripted_sequence_through_http_run_and_marts(environment, receiver):
         (ENVIRONMENT, "bob", at[4], at[6], 3),
     ]
     assert all(t.tzinfo is UTC or t.utcoffset().total_seconds() == 0 for t in at)
+
+    _assert_every_model_and_column_documented(environment)
+
+
+def _assert_every_model_and_column_documented(environment):
+    """`dbt docs generate` works, and the docs match what was built, column for column."""
+    settings = Settings.from_env(environment)
+    command = dbt_command(settings, ["docs", "generate"])
+    result = subprocess.run(command, env=dbt_environment(settings), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    target = Path(environment["FLAGSMITH_STATE_DIR"]) / "dbt" / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    catalog = json.loads((target / "catalog.json").read_text())
+    models = {
+        key: node
+        for key, node in manifest["nodes"].items()
+        if node["resource_type"] == "model" and node["package_name"] == "flagsmith_warehouse"
+    }
+    assert models
+    for key, node in models.items():
+        assert node["description"].strip(), f"{node['name']} has no description"
+        documented = {name: column["description"] for name, column in node["columns"].items()}
+        built = {name.lower() for name in catalog["nodes"][key]["columns"]}
+        assert set(documented) == built, f"{node['name']}: documented {set(documented) ^ built}"
+        assert all(text.strip() for text in documented.values()), f"{node['name']}: empty doc"
+    for macro in manifest["macros"].values():
+        if macro["package_name"] == "flagsmith_warehouse" and not macro["name"].startswith(
+            ("duckdb__", "default__", "postgres__", "test_")
+        ):
+            assert macro["description"].strip(), f"macro {macro['name']} has no description"
 
 
 IMPLEMENTED_MARTS = (

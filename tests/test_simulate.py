@@ -18,52 +18,13 @@ import pytest
 
 from loader.simulate import Delivery, generate, iter_deliveries, post_all, sign
 
+from .conftest import shared_examples
+
 SECRET = b"s3cr3t"
 
-# The real Flagsmith bodies and signatures from the shared examples (secret s3cr3t), verbatim.
+# The real Flagsmith bodies and signatures (secret s3cr3t), from tests/fixtures/flagsmith.
 REAL_BODIES: dict[str, tuple[bytes, str]] = {
-    "identity_override_mixed_traits": (
-        b'{"flags": [{"enabled": true, "environment": 11, "feature": {"created_date": "2026-11-2'
-        b'8T08:52:53.860851Z", "default_enabled": true, "description": null, "id": 18, "initial_'
-        b'value": "10", "name": "max_items", "type": "STANDARD"}, "feature_segment": null, "feat'
-        b'ure_state_value": 42, "id": 30, "identity": 11, "percentage_allocation": null}, {"enab'
-        b'led": true, "environment": 11, "feature": {"created_date": "2026-11-28T08:52:53.882429'
-        b'Z", "default_enabled": false, "description": null, "id": 19, "initial_value": null, "n'
-        b'ame": "dark_mode", "type": "STANDARD"}, "feature_segment": null, "feature_state_value"'
-        b': null, "id": 31, "identity": 11}], "identity": "user_ovr_2", "segments": [{"id": 12, '
-        b'"member": true, "name": "adults"}], "traits": [{"id": null, "trait_key": "age", "trait'
-        b'_value": 34, "transient": false}, {"id": null, "trait_key": "score", "trait_value": 97'
-        b'.5, "transient": false}, {"id": null, "trait_key": "is_premium", "trait_value": true, '
-        b'"transient": false}, {"id": null, "trait_key": "country", "trait_value": "DE", "transi'
-        b'ent": false}, {"id": null, "trait_key": "nickname", "trait_value": "Zo\\u00eb", "transi'
-        b'ent": false}, {"id": null, "trait_key": "session_coupon", "trait_value": null, "transi'
-        b'ent": true}, {"id": null, "trait_key": "session_id", "trait_value": "abc", "transient"'
-        b": true}]}",
-        "3d5c0c29acff2e707fe48b115dc715ffc0bbb614f5a7cb715e5589a176f27ff3",
-    ),
-    "multivariate_and_segment_override": (
-        b'{"flags": [{"enabled": true, "environment": 10, "feature": {"created_date": "2026-11-2'
-        b'8T08:52:52.189731Z", "default_enabled": true, "description": "Checkout button copy exp'
-        b'eriment", "id": 16, "initial_value": "control", "name": "checkout_button", "type": "MU'
-        b'LTIVARIATE"}, "feature_segment": null, "feature_state_value": "variant_b", "id": 25, "'
-        b'identity": null, "percentage_allocation": 50.0}, {"enabled": true, "environment": 10, '
-        b'"feature": {"created_date": "2026-11-28T08:52:52.219228Z", "default_enabled": false, "'
-        b'description": null, "id": 17, "initial_value": "Welcome", "name": "banner_text", "type'
-        b'": "STANDARD"}, "feature_segment": 4, "feature_state_value": "Welcome, beta tester", "'
-        b'id": 27, "identity": null, "percentage_allocation": null}], "identity": "user_mv_1", "'
-        b'segments": [{"id": 10, "member": true, "name": "beta_users"}, {"id": 11, "member": fal'
-        b'se, "name": "enterprise"}], "traits": [{"id": 19, "trait_key": "plan", "trait_value": '
-        b'"beta", "transient": false}]}',
-        "64c2464fa75bb58d8bcea6ec687d9b14c4f982a68e3883e2db49eadc238c45a9",
-    ),
-    "no_segments_no_traits": (
-        b'{"flags": [{"enabled": false, "environment": 12, "feature": {"created_date": "2026-11-'
-        b'28T08:52:53.994483Z", "default_enabled": false, "description": null, "id": 20, "initia'
-        b'l_value": null, "name": "new_onboarding", "type": "STANDARD"}, "feature_segment": null'
-        b', "feature_state_value": null, "id": 32, "identity": null}], "identity": "anon_3", "se'
-        b'gments": [], "traits": []}',
-        "0896625ad17d0185d845b35a1fa03e12c18c10a36006c25d736c1de8e62a3f7c",
-    ),
+    name: (body, signature) for name, body, signature in shared_examples()
 }
 
 
