@@ -692,34 +692,9 @@ def iter_deliveries(
         yield Delivery(body, sign(body, secret), identity.environment.key, now)
 
 
-def generate(
-    n_deliveries: int,
-    *,
-    seed: int = 0,
-    n_identities: int = 50,
-    n_flags: int = 8,
-    n_environments: int = 1,
-    start: datetime | None = None,
-    secret: bytes = b"s3cr3t",
-    mean_interval: float = 45.0,
-    hide_disabled_flags: bool = False,
-    keyed: bool = True,
-) -> list[Delivery]:
-    """``iter_deliveries`` as a list, for callers that need the whole stream at once."""
-    return list(
-        iter_deliveries(
-            n_deliveries,
-            seed=seed,
-            n_identities=n_identities,
-            n_flags=n_flags,
-            n_environments=n_environments,
-            start=start,
-            secret=secret,
-            mean_interval=mean_interval,
-            hide_disabled_flags=hide_disabled_flags,
-            keyed=keyed,
-        )
-    )
+def generate(n_deliveries: int, **options: Any) -> list[Delivery]:
+    """``iter_deliveries`` as a list (same options), for callers that need the whole stream."""
+    return list(iter_deliveries(n_deliveries, **options))
 
 
 # --- sending ------------------------------------------------------------------------------------

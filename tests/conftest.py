@@ -66,6 +66,21 @@ def client(app):
     return app.test_client()
 
 
+def _read_only_open(real_open):
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(30, "Read-only file system")
+        return real_open(path, flags, *args)
+
+    return read_only
+
+
+@pytest.fixture
+def read_only_filesystem(monkeypatch):
+    """Creating files fails as on a read-only mount (tests run as root, so chmod would not)."""
+    monkeypatch.setattr(os, "open", _read_only_open(os.open))
+
+
 def post(client, body: bytes, signature: str | None, path: str = "/webhooks/flagsmith", **kw):
     headers = {"Content-Type": "application/json"}
     if signature is not None:

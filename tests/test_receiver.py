@@ -118,16 +118,13 @@ def test_environment_key_with_odd_characters_is_404(client, settings):
     assert _stored(settings) == []
 
 
-def test_health_endpoints(client, settings, monkeypatch):
+def test_health_endpoints(client):
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
-    real_open = os.open
 
-    def read_only(path, flags, *args):
-        if flags & os.O_CREAT:
-            raise OSError(30, "Read-only file system")
-        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(os, "open", read_only)
+def test_readyz_fails_while_the_spool_is_unwritable_and_livez_stays_up(
+    client, read_only_filesystem
+):
     assert client.get("/readyz").status_code == 503
     assert client.get("/livez").status_code == 200

@@ -148,16 +148,8 @@ def test_a_failed_flush_raises(tmp_path, monkeypatch):
         writer.append(_delivery(1))
 
 
-def test_unwritable_spool_raises(tmp_path, monkeypatch):
+def test_unwritable_spool_raises(tmp_path, read_only_filesystem):
     writer = SpoolWriter(tmp_path / "spool")
-    real_open = os.open
-
-    def read_only(path, flags, *args):
-        if flags & os.O_CREAT:
-            raise OSError(30, "Read-only file system")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", read_only)
     with pytest.raises(SpoolWriteError):
         writer.append(_delivery(1))
 
