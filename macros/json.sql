@@ -177,3 +177,16 @@
         ~ must_return
     ) }}
 {%- endmacro %}
+
+
+{#- ---------------------------------------------------------------------------- utc_date -#}
+
+{% macro utc_date(timestamp_expression) -%}
+    {{ return(adapter.dispatch('utc_date', 'flagsmith_warehouse')(timestamp_expression)) }}
+{%- endmacro %}
+
+{% macro default__utc_date(timestamp_expression) -%}
+    {#- `at time zone 'UTC'` turns a timestamp with time zone into UTC wall-clock time on DuckDB
+        and Postgres alike, whatever the session's time zone. -#}
+    cast(({{ timestamp_expression }}) at time zone 'UTC' as date)
+{%- endmacro %}

@@ -18,65 +18,22 @@ from loader.demo import free_port, start_receiver, stop, wait_ready
 from loader.simulate import generate, post_all
 from loader.transform import dbt_command, dbt_environment
 
+from .bodies import ENVIRONMENT, body, flag
 from .conftest import SECRET, sign
 from .marts import assert_mart_equal, expected_marts, fetch_mart, raw_rows
-
-ENVIRONMENT = 7
-
-
-def _flag(
-    feature_id,
-    name,
-    *,
-    enabled=True,
-    value=None,
-    kind="STANDARD",
-    identity=None,
-    segment=None,
-    allocation=None,
-):
-    flag = {
-        "enabled": enabled,
-        "environment": ENVIRONMENT,
-        "feature": {
-            "created_date": "2026-11-01T10:00:00.000000Z",
-            "default_enabled": False,
-            "description": None,
-            "id": feature_id,
-            "initial_value": None,
-            "name": name,
-            "type": kind,
-        },
-        "feature_segment": segment,
-        "feature_state_value": value,
-        "id": 100 + feature_id,
-        "identity": identity,
-    }
-    if allocation:
-        flag["percentage_allocation"] = allocation
-    return flag
-
-
-def _body(identity, flags, traits=(), segments=()):
-    document = {
-        "flags": flags,
-        "identity": identity,
-        "segments": list(segments),
-        "traits": list(traits),
-    }
-    return json.dumps(document, sort_keys=True).encode()
+from .oracle import COLUMNS
 
 
 def _checkout(variant):
-    return _flag(1, "checkout_button", value=variant, kind="MULTIVARIATE", allocation=50.0)
+    return flag(1, "checkout_button", value=variant, kind="MULTIVARIATE", allocation=50.0)
 
 
 def _dark_mode(enabled):
-    return _flag(2, "dark_mode", enabled=enabled)
+    return flag(2, "dark_mode", enabled=enabled)
 
 
 def _max_items(value, identity=None, segment=None):
-    return _flag(3, "max_items", value=value, identity=identity, segment=segment)
+    return flag(3, "max_items", value=value, identity=identity, segment=segment)
 
 
 # The scripted sequence, posted in this order (so received_at increases along it).
@@ -160,11 +117,11 @@ def _query(environment, sql):
 def test_scripted_sequence_through_http_run_and_marts(environment, receiver):
     ids = []
     for identity, flags in SCRIPT:
-        body = _body(identity, flags)
-        status, answer = _post(receiver, body, sign(body))
+        payload = body(identity, flags)
+        status, answer = _post(receiver, payload, sign(payload))
         assert status == 202, answer
         ids.append(answer["delivery_id"])
-    forged = _body("mallory", [_dark_mode(True)])
+    forged = body("mallory", [_dark_mode(True)])
     assert _post(receiver, forged, sign(forged, b"guess"))[0] == 401
     envelope = b'{"data": {"feature": 1}, "event_type": "FLAG_UPDATED"}'
     status, answer = _post(receiver, envelope, sign(envelope))
@@ -306,14 +263,6 @@ def _assert_every_model_and_column_documented(environment):
             assert macro["description"].strip(), f"macro {macro['name']} has no description"
 
 
-IMPLEMENTED_MARTS = (
-    "flagsmith__flag_evaluations",
-    "flagsmith__flag_exposure_periods",
-    "flagsmith__first_exposures",
-    "flagsmith__identities",
-)
-
-
 def test_simulated_traffic_marts_equal_the_independent_oracle(environment, receiver):
     deliveries = generate(
         600, seed=11, n_identities=30, n_flags=8, n_environments=2, mean_interval=240
@@ -329,6 +278,6 @@ def test_simulated_traffic_marts_equal_the_independent_oracle(environment, recei
         connection.execute("set TimeZone = 'UTC'")
         assert len(raw_rows(connection)) == len(deliveries)
         expected = expected_marts(connection)
-        for name in IMPLEMENTED_MARTS:
+        for name in COLUMNS:
             assert expected[name], f"the stream should produce rows for {name}"
             assert_mart_equal(fetch_mart(connection, name), expected[name], name)

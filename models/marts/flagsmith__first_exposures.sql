@@ -1,9 +1,31 @@
-{#- Any evaluation is an exposure, including one served 'off'. -#}
+{{ config(**flagsmith_warehouse.incremental_config(
+    'flagsmith__flag_evaluations', ['environment_id', 'identity']
+)) }}
+
+{#- Any evaluation is an exposure, including one served 'off'. Incremental per identity, like the
+    exposure periods: a late delivery can move an identity's first exposure earlier. -#}
 
 with
 
-flag_evaluations as (
+all_evaluations as (
     select * from {{ ref('flagsmith__flag_evaluations') }}
+),
+
+identities_with_new_evaluations as (
+    select distinct
+        environment_id,
+        identity
+    from all_evaluations
+    where {{ flagsmith_warehouse.new_input_condition() }}
+),
+
+flag_evaluations as (
+    select * from all_evaluations
+    {% if is_incremental() %}
+    where (environment_id, identity) in (
+        select environment_id, identity from identities_with_new_evaluations
+    )
+    {% endif %}
 ),
 
 evaluations_ordered as (
@@ -23,7 +45,10 @@ evaluations_ordered as (
         first_value(feature_name) over (
             partition by environment_id, identity, feature_id
             order by received_at desc, delivery_id desc
-        ) as latest_feature_name
+        ) as latest_feature_name,
+        max(transform_batch_at) over (
+            partition by environment_id, identity
+        ) as transform_batch_at
     from flag_evaluations
 ),
 
@@ -59,7 +84,8 @@ first_exposures_joined as (
         first_evaluations_picked.assignment_source as first_assignment_source,
         exposures_summarized.last_evaluated_at,
         exposures_summarized.variant_count,
-        exposures_summarized.variant_count > 1 as is_multi_variant
+        exposures_summarized.variant_count > 1 as is_multi_variant,
+        first_evaluations_picked.transform_batch_at
     from first_evaluations_picked
     inner join exposures_summarized
         on

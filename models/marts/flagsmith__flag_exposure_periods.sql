@@ -1,10 +1,43 @@
-{#- Gaps and islands over the evaluations of one feature for one identity. A delivery that does
-    not carry the feature has no row here, so it neither continues nor ends a run. -#}
+{{ config(**flagsmith_warehouse.incremental_config(
+    'flagsmith__flag_evaluations', ['environment_id', 'identity']
+)) }}
+
+{#- Gaps and islands over the evaluations of one feature for one identity, ordered by
+    (received_at, delivery_id). A delivery that does not carry the feature has no row here, so it
+    neither continues nor ends a run. Incremental per identity: every identity with new
+    evaluations has all its periods recomputed from all its evaluations, so a late delivery that
+    falls inside an old period splits or extends it exactly as a full refresh would. -#}
 
 with
 
-flag_evaluations as (
+all_evaluations as (
     select * from {{ ref('flagsmith__flag_evaluations') }}
+),
+
+identities_with_new_evaluations as (
+    select distinct
+        environment_id,
+        identity
+    from all_evaluations
+    where {{ flagsmith_warehouse.new_input_condition() }}
+),
+
+flag_evaluations as (
+    select * from all_evaluations
+    {% if is_incremental() %}
+    where (environment_id, identity) in (
+        select environment_id, identity from identities_with_new_evaluations
+    )
+    {% endif %}
+),
+
+identity_batches as (
+    select
+        environment_id,
+        identity,
+        max(transform_batch_at) as transform_batch_at
+    from flag_evaluations
+    group by environment_id, identity
 ),
 
 evaluations_compared as (
@@ -14,6 +47,7 @@ evaluations_compared as (
         feature_id,
         delivery_id,
         received_at,
+        environment_key,
         feature_name,
         enabled,
         value,
@@ -45,13 +79,17 @@ runs_numbered as (
     from evaluations_compared
 ),
 
-runs_named as (
+runs_described as (
     select
         *,
         first_value(feature_name) over (
             partition by environment_id, identity, feature_id, run_number
             order by received_at desc, delivery_id desc
-        ) as latest_feature_name
+        ) as latest_feature_name,
+        first_value(environment_key) over (
+            partition by environment_id, identity, feature_id, run_number
+            order by received_at, delivery_id
+        ) as first_environment_key
     from runs_numbered
 ),
 
@@ -63,6 +101,7 @@ runs_aggregated as (
         feature_id,
         run_number,
         latest_feature_name as feature_name,
+        first_environment_key as environment_key,
         enabled,
         value,
         value_type,
@@ -71,13 +110,14 @@ runs_aggregated as (
         min(received_at) as valid_from,
         max(received_at) as last_evaluated_at,
         count(*) as evaluation_count
-    from runs_named
+    from runs_described
     group by
         environment_id,
         identity,
         feature_id,
         run_number,
         latest_feature_name,
+        first_environment_key,
         enabled,
         value,
         value_type,
@@ -86,6 +126,36 @@ runs_aggregated as (
 ),
 
 periods_closed as (
+    select
+        runs_aggregated.environment_id,
+        runs_aggregated.identity,
+        runs_aggregated.feature_id,
+        runs_aggregated.valid_from,
+        runs_aggregated.feature_name,
+        runs_aggregated.enabled,
+        runs_aggregated.value,
+        runs_aggregated.value_type,
+        runs_aggregated.variant,
+        runs_aggregated.assignment_source,
+        lead(runs_aggregated.valid_from) over (
+            partition by
+                runs_aggregated.environment_id,
+                runs_aggregated.identity,
+                runs_aggregated.feature_id
+            order by runs_aggregated.run_number
+        ) as valid_to,
+        runs_aggregated.last_evaluated_at,
+        runs_aggregated.evaluation_count,
+        runs_aggregated.environment_key,
+        identity_batches.transform_batch_at
+    from runs_aggregated
+    inner join identity_batches
+        on
+            runs_aggregated.environment_id = identity_batches.environment_id
+            and runs_aggregated.identity = identity_batches.identity
+),
+
+currency_flagged as (
     select
         environment_id,
         identity,
@@ -97,19 +167,12 @@ periods_closed as (
         value_type,
         variant,
         assignment_source,
-        lead(valid_from) over (
-            partition by environment_id, identity, feature_id
-            order by run_number
-        ) as valid_to,
+        valid_to,
         last_evaluated_at,
-        evaluation_count
-    from runs_aggregated
-),
-
-currency_flagged as (
-    select
-        *,
-        valid_to is null as is_current
+        evaluation_count,
+        valid_to is null as is_current,
+        environment_key,
+        transform_batch_at
     from periods_closed
 )
 

@@ -1,10 +1,32 @@
+{{ config(**flagsmith_warehouse.incremental_config(
+    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity']
+)) }}
+
 {#- Deliveries without flags have no environment_id; they are counted in the identity's row
-    whose environment_id is null. -#}
+    whose environment_id is null. Incremental per identity: recounted from all its deliveries, so
+    a batch read twice never counts twice. -#}
 
 with
 
 webhooks as (
     select * from {{ ref('stg_flagsmith__identity_webhooks') }}
+),
+
+identities_with_new_deliveries as (
+    select distinct
+        {{ flagsmith_warehouse.partition_key('environment_id') }} as environment_scope,
+        identity
+    from webhooks
+    where {{ flagsmith_warehouse.new_input_condition() }}
+),
+
+identity_deliveries as (
+    select * from webhooks
+    {% if is_incremental() %}
+    where ({{ flagsmith_warehouse.partition_key('environment_id') }}, identity) in (
+        select environment_scope, identity from identities_with_new_deliveries
+    )
+    {% endif %}
 ),
 
 deliveries_aggregated as (
@@ -13,8 +35,9 @@ deliveries_aggregated as (
         identity,
         min(received_at) as first_seen_at,
         max(received_at) as last_seen_at,
-        count(*) as delivery_count
-    from webhooks
+        count(*) as delivery_count,
+        max(transform_batch_at) as transform_batch_at
+    from identity_deliveries
     group by
         environment_id,
         identity

@@ -1,12 +1,23 @@
-{{ config(materialized='table') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+) }}
 
-{#- The only place the payload is parsed. A table, so the list models below unnest an already
-    typed value instead of parsing the JSON again on every read. -#}
+{#- The only place the payload is parsed: once per delivery, into a typed value the list models
+    unnest. Incremental by dlt load: the rows of every load not yet here are appended and stamped
+    with this run's `transform_batch_at` (macros/incremental.sql explains how the marts use it).
+    A load is atomic, so a load id is either wholly here or not at all. -#}
 
 with
 
 source as (
     select * from {{ source('flagsmith', 'identity_webhooks') }}
+    {% if is_incremental() %}
+    where _dlt_load_id not in (
+        select distinct dlt_load_id from {{ this }} where dlt_load_id is not null
+    )
+    {% endif %}
 ),
 
 parsed as (
@@ -28,9 +39,11 @@ renamed as (
         environment_key,
         signature_status,
         {{ flagsmith_warehouse.extract_field('payload', ['identity'], 'text') }} as identity,
-        {{ flagsmith_warehouse.extract_field('payload', ['flags', 0, 'environment'], 'bigint') }} as environment_id,
+        {{ flagsmith_warehouse.extract_field('payload', ['flags', 0, 'environment'], 'bigint') }}
+            as environment_id,
         body_sha256,
         dlt_load_id,
+        {{ flagsmith_warehouse.batch_stamp_expression() }} as transform_batch_at,
         payload
     from parsed
 )

@@ -16,6 +16,7 @@ renamed as (
         environment_id,
         environment_key,
         identity,
+        transform_batch_at,
         {{ flagsmith_warehouse.extract_field('segment', ['name'], 'text') }} as segment_name,
         -- older Flagsmith versions listed only the segments an identity is in, without `member`
         coalesce(

@@ -16,6 +16,7 @@ renamed as (
         environment_id,
         environment_key,
         identity,
+        transform_batch_at,
         {{ flagsmith_warehouse.extract_field('trait', ['id'], 'bigint') }} as trait_id,
         coalesce(
             {{ flagsmith_warehouse.extract_field('trait', ['transient'], 'boolean') }}, false
@@ -37,6 +38,7 @@ values_typed as (
         environment_id,
         environment_key,
         identity,
+        transform_batch_at,
         trait_id,
         is_transient,
         trait_value,

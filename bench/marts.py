@@ -1,0 +1,601 @@
+"""Benchmark: the dbt marts on DuckDB, full build and incremental, against DuckDB's own floor.
+
+    .venv/bin/python bench/marts.py [--deliveries 100000] [--flags 50] [--repeat 3]
+
+What it measures (targets from the issue):
+- baseline: DuckDB alone parsing every payload once with ``from_json(payload, <the project's struct
+  schema>)`` and unnesting flags, traits and segments into three tables (CREATE TABLE AS);
+- full: ``dbt build --full-refresh`` (models and tests) and ``dbt run --full-refresh`` (models
+  only); target full build <= 3x baseline;
+- noop: ``dbt build`` with no new raw rows, dbt's floor (start-up plus the fixed cost of every
+  node);
+- incremental: ``dbt build`` after 1,000 more deliveries of the same simulated stream in a new dlt
+  load; target <= 10% of the full build, and it should barely move when the history doubles (the
+  same stream run twice as long: base 2N, same identities).
+
+Each figure is the median of ``--repeat`` runs (min and max shown). The raw table is generated
+straight from ``loader.simulate.iter_deliveries`` with the loader's exact columns (no HTTP, no
+dlt: those have their own benchmarks) and cached under bench/out/data. Every dbt and baseline
+process runs under ``/usr/bin/time -v`` for its peak RSS. Results go to bench/out/marts-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "bench" / "out"
+DATA = OUT / "data"
+WORK = OUT / "work"
+WAREHOUSE = WORK / "warehouse.duckdb"  # one fixed path, so dbt's partial parse stays valid
+TARGET = WORK / "target"
+LOGS = WORK / "logs"
+PROJECT = OUT / "project"  # a frozen copy of the dbt project: others edit models meanwhile
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests/dbt")
+CHUNK = 10_000  # deliveries per dlt load id in the base data, like real loader batches
+LOAD_ID_EPOCH = 1_772_400_000  # 2026-03-01: dlt load ids are unix-time strings
+
+RAW_DDL = """
+create schema if not exists flagsmith_raw;
+create table if not exists flagsmith_raw.identity_webhooks (
+    delivery_id varchar not null,
+    received_at timestamp with time zone not null,
+    environment_key varchar,
+    signature_status varchar not null,
+    body_sha256 varchar not null,
+    payload json not null,
+    _dlt_load_id varchar not null,
+    _dlt_id varchar not null
+);
+"""
+RAW_COLUMNS = (
+    "delivery_id, received_at, environment_key, signature_status, body_sha256, payload,"
+    " _dlt_load_id, _dlt_id"
+)
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def stream_key(args: argparse.Namespace) -> str:
+    return (
+        f"f{args.flags}-i{args.identities}-e{args.environments}-s{args.seed}"
+        f"-m{args.mean_interval:g}"
+    )
+
+
+def _delivery_id(at: datetime, seq: int) -> str:
+    """A deterministic UUIDv7 like the receiver's (sorts by receipt ms; seq in the random bits)."""
+    ms = int(at.timestamp() * 1000)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | 0b10 << 62 | (seq & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def ensure_stream(args: argparse.Namespace, total: int) -> Path:
+    """The simulated stream (first ``total`` deliveries, with ``seq``), generated once."""
+    import duckdb
+    import pyarrow as pa
+
+    from loader.simulate import iter_deliveries
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    for existing in sorted(DATA.glob(f"stream-{stream_key(args)}-n*.duckdb")):
+        n = int(existing.stem.rsplit("-n", 1)[1])
+        if n >= total:
+            return existing
+    path = DATA / f"stream-{stream_key(args)}-n{total}.duckdb"
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    log(f"generating {total} deliveries into {path.name}")
+    started = time.perf_counter()
+    schema = pa.schema(
+        [
+            ("seq", pa.int64()),
+            ("delivery_id", pa.string()),
+            ("received_at", pa.timestamp("us", tz="UTC")),
+            ("environment_key", pa.string()),
+            ("body_sha256", pa.string()),
+            ("payload", pa.string()),
+        ]
+    )
+    con = duckdb.connect(str(tmp))
+    con.execute(
+        "create table stream (seq bigint, delivery_id varchar, received_at timestamptz,"
+        " environment_key varchar, body_sha256 varchar, payload json)"
+    )
+    columns: dict[str, list] = {name: [] for name in schema.names}
+
+    def flush() -> None:
+        batch = pa.Table.from_pydict(columns, schema=schema)  # noqa: F841 (read by duckdb)
+        con.execute("insert into stream select * from batch")
+        for values in columns.values():
+            values.clear()
+
+    stream = iter_deliveries(
+        total,
+        seed=args.seed,
+        n_identities=args.identities,
+        n_flags=args.flags,
+        n_environments=args.environments,
+        mean_interval=args.mean_interval,
+    )
+    for seq, delivery in enumerate(stream):
+        columns["seq"].append(seq)
+        columns["delivery_id"].append(_delivery_id(delivery.at, seq))
+        columns["received_at"].append(delivery.at)
+        columns["environment_key"].append(delivery.environment_key)
+        columns["body_sha256"].append(hashlib.sha256(delivery.body).hexdigest())
+        columns["payload"].append(delivery.body.decode("ascii"))
+        if len(columns["seq"]) == CHUNK:
+            flush()
+    if columns["seq"]:
+        flush()
+    con.execute("checkpoint")
+    con.close()
+    tmp.rename(path)
+    log(f"generated in {time.perf_counter() - started:.0f}s")
+    return path
+
+
+def _raw_select(first: int, last: int, load_id_sql: str) -> str:
+    return f"""
+        select
+            delivery_id, received_at, environment_key, 'verified', body_sha256, payload,
+            {load_id_sql},
+            substr(sha256(delivery_id), 1, 14)
+        from stream.stream
+        where seq >= {first} and seq < {last}
+        order by seq
+    """
+
+
+def ensure_base(args: argparse.Namespace, stream: Path, size: int) -> Path:
+    """The raw table holding the first ``size`` deliveries, one dlt load id per CHUNK rows."""
+    import duckdb
+
+    path = DATA / f"base-{stream_key(args)}-n{size}.duckdb"
+    if path.exists():
+        return path
+    log(f"writing the raw table of {size} deliveries: {path.name}")
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    con.execute(RAW_DDL)
+    con.execute(f"attach '{stream}' as stream (read_only)")
+    load_id = f"cast({LOAD_ID_EPOCH} + seq // {CHUNK} as varchar) || '.000001'"
+    con.execute(f"insert into flagsmith_raw.identity_webhooks {_raw_select(0, size, load_id)}")
+    con.execute("detach stream")
+    con.execute("checkpoint")
+    con.close()
+    tmp.rename(path)
+    return path
+
+
+def append_increment(stream: Path, first: int, count: int, load_number: int) -> None:
+    """The next ``count`` deliveries of the stream as one new dlt load into the work warehouse."""
+    import duckdb
+
+    con = duckdb.connect(str(WAREHOUSE))
+    con.execute(f"attach '{stream}' as stream (read_only)")
+    load_id = f"'{LOAD_ID_EPOCH + 10_000_000 + load_number}.000001'"
+    con.execute(
+        f"insert into flagsmith_raw.identity_webhooks {_raw_select(first, first + count, load_id)}"
+    )
+    con.close()
+
+
+def place(source: Path) -> None:
+    """Copy a cached database to the fixed work path (not timed)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    for leftover in (WAREHOUSE, WAREHOUSE.with_name(WAREHOUSE.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(source, WAREHOUSE)
+
+
+# --- measured processes -------------------------------------------------------------------------
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run under /usr/bin/time -v: wall seconds, peak RSS (MB) of the process, exit status."""
+    stats = WORK / "time-v.txt"
+    wrapper = ["/usr/bin/time", "-v", "-o", str(stats)] if Path("/usr/bin/time").exists() else []
+    started = time.perf_counter()
+    proc = subprocess.run(wrapper + argv, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    peak = None
+    if wrapper and stats.exists():
+        for line in stats.read_text().splitlines():
+            if "Maximum resident set size" in line:
+                peak = int(line.rsplit(":", 1)[1]) / 1024
+    else:  # fallback: the largest child so far (an upper bound, never reset)
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": wall, "peak_rss_mb": peak, "returncode": proc.returncode,
+            "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def dbt(command: list[str]) -> dict:
+    env = dict(os.environ)
+    env.update(
+        FLAGSMITH_WAREHOUSE="duckdb",
+        FLAGSMITH_DUCKDB_PATH=str(WAREHOUSE),
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+    executable = Path(sys.executable).with_name("dbt")
+    argv = [
+        str(executable if executable.exists() else "dbt"),
+        *command,
+        "--project-dir", str(PROJECT),
+        "--profiles-dir", str(PROJECT),
+        "--target", "duckdb",
+        "--target-path", str(TARGET),
+        "--log-path", str(LOGS),
+    ]
+    result = timed(argv, env)
+    result["command"] = "dbt " + " ".join(command)
+    result["nodes"] = {}
+    run_results = TARGET / "run_results.json"
+    if run_results.exists() and run_results.stat().st_mtime >= time.time() - result["seconds"] - 1:
+        data = json.loads(run_results.read_text())
+        result["dbt_elapsed"] = data.get("elapsed_time")
+        for node in data["results"]:
+            result["nodes"][node["unique_id"]] = {
+                "seconds": node["execution_time"],
+                "status": node["status"],
+                "message": node.get("message"),
+            }
+    failed = {k: v for k, v in result["nodes"].items()
+              if v["status"] not in ("success", "pass", "warn")}
+    result["warned"] = sorted(k for k, v in result["nodes"].items() if v["status"] == "warn")
+    if result["returncode"] != 0 or failed:
+        result["failed"] = failed
+        result["output_tail"] = "\n".join(result["stdout"].splitlines()[-25:])
+        log(f"WARNING: {result['command']} exited {result['returncode']}; "
+            f"{len(failed)} failed nodes\n{result['output_tail']}")
+    del result["stdout"], result["stderr"]
+    return result
+
+
+BASELINE_SQL = """
+set threads = {threads};
+create schema bench_baseline;
+create table bench_baseline.parsed as
+    select delivery_id, received_at, environment_key, {parse} as p
+    from flagsmith_raw.identity_webhooks;
+create table bench_baseline.flags as
+    select delivery_id, received_at, identity, flag.*
+    from (select delivery_id, received_at, p.identity, unnest(p.flags) as flag
+          from bench_baseline.parsed);
+create table bench_baseline.traits as
+    select delivery_id, received_at, identity, trait.*
+    from (select delivery_id, received_at, p.identity, unnest(p.traits) as trait
+          from bench_baseline.parsed);
+create table bench_baseline.segments as
+    select delivery_id, received_at, identity, segment.*
+    from (select delivery_id, received_at, p.identity, unnest(p.segments) as segment
+          from bench_baseline.parsed);
+"""
+
+
+def project_parse_expression() -> str:
+    """The exact ``from_json`` call the project compiles (macros/json.sql), taken from dbt."""
+    compiled = TARGET / "compiled" / "flagsmith_warehouse" / "models" / "staging"
+    text = (compiled / "stg_flagsmith__identity_webhooks.sql").read_text()
+    start = text.index("from_json(payload, '")
+    end = text.index("')", start) + 2
+    return text[start:end]
+
+
+def baseline_child(path: str, parse: str, threads: int) -> None:
+    """Runs in its own process (so its peak RSS is its own): the CTAS statements, timed."""
+    import duckdb
+
+    con = duckdb.connect(path)
+    times = {}
+    for statement in BASELINE_SQL.format(parse=parse, threads=threads).split(";"):
+        if statement.strip():
+            started = time.perf_counter()
+            con.execute(statement)
+            name = statement.split()[2] if statement.split()[0] == "create" else "setup"
+            times[name] = time.perf_counter() - started
+    rows = {t: con.execute(f"select count(*) from bench_baseline.{t}").fetchone()[0]
+            for t in ("flags", "traits", "segments")}
+    con.close()
+    print(json.dumps({"statements": times, "rows": rows}))
+
+
+def baseline(parse: str, threads: int) -> dict:
+    result = timed([sys.executable, __file__, "--baseline-child", str(WAREHOUSE),
+                    "--parse", parse, "--threads", str(threads)])
+    if result["returncode"] != 0:
+        raise RuntimeError("baseline failed:\n" + result["stderr"][-3000:])
+    child = json.loads(result.pop("stdout").strip().splitlines()[-1])
+    result.pop("stderr")
+    result["statements"] = child["statements"]
+    result["rows"] = child["rows"]
+    result["query_seconds"] = sum(child["statements"].values())
+    return result
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+
+def summary(runs: list[dict], key: str = "seconds") -> dict:
+    """Median, min, max over runs; a dbt invocation that crashed (exit 2) does not count."""
+    values = [r[key] for r in runs if r.get(key) is not None and r.get("returncode") != 2]
+    if not values:
+        return {}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def slowest(runs: list[dict], top: int = 5) -> list[tuple[str, float]]:
+    per_node: dict[str, list[float]] = {}
+    for run in runs:
+        for node, info in run["nodes"].items():
+            per_node.setdefault(node, []).append(info["seconds"])
+    medians = {node: statistics.median(v) for node, v in per_node.items()}
+    return sorted(medians.items(), key=lambda kv: -kv[1])[:top]
+
+
+def node_split(runs: list[dict]) -> dict:
+    """Median over runs of the summed execution time of model nodes and of test nodes."""
+    models = [sum(v["seconds"] for k, v in r["nodes"].items() if k.startswith("model.")) for r in runs]
+    tests = [sum(v["seconds"] for k, v in r["nodes"].items() if k.startswith("test.")) for r in runs]
+    return {"models": statistics.median(models) if models else None,
+            "tests": statistics.median(tests) if tests else None}
+
+
+def source_fingerprint(root: Path = ROOT) -> str:
+    digest = hashlib.sha256()
+    for name in PROJECT_FILES:
+        path = root / name
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                digest.update(str(file.relative_to(root)).encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def snapshot_project(attempts: int = 5) -> str:
+    """Copy the dbt project to PROJECT and check it parses; retry while it is mid-edit."""
+    for attempt in range(attempts):
+        before = source_fingerprint()
+        shutil.rmtree(PROJECT, ignore_errors=True)
+        for name in PROJECT_FILES:
+            source, dest = ROOT / name, PROJECT / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, dest)
+            else:
+                shutil.copyfile(source, dest)
+        fingerprint = source_fingerprint(PROJECT)
+        # full parse into the fixed target path, so every timed run partial-parses as a user's
+        # repeated runs would
+        shutil.rmtree(TARGET, ignore_errors=True)
+        if fingerprint == before and dbt(["parse"])["returncode"] == 0:
+            return fingerprint
+        log(f"project snapshot {attempt + 1} did not parse or changed while copied; retrying")
+        time.sleep(10)
+    raise RuntimeError("the dbt project did not parse; see the output above")
+
+
+def short(node: str) -> str:
+    parts = node.split(".")
+    return parts[2] if parts[0] == "model" else "test:" + parts[2][:60]
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def scenario(args, stream: Path, size: int, full_repeats: int, measure_run: bool,
+             measure_baseline: bool) -> dict:
+    base = ensure_base(args, stream, size)
+    result: dict = {"size": size, "baseline": [], "run_full": [], "build_full": [],
+                    "noop": [], "incremental": [], "startup": []}
+    built = DATA / f"built-{size}.duckdb.tmp"
+    threads = os.cpu_count() or 1
+    for r in range(full_repeats):
+        if measure_run:
+            place(base)
+            log(f"N={size} #{r + 1}: dbt run --full-refresh")
+            result["run_full"].append(dbt(["run", "--full-refresh"]))
+        place(base)
+        log(f"N={size} #{r + 1}: dbt build --full-refresh")
+        result["build_full"].append(dbt(["build", "--full-refresh"]))
+        shutil.copyfile(WAREHOUSE, built)
+        if measure_baseline:
+            place(base)
+            log(f"N={size} #{r + 1}: baseline (DuckDB parse + unnest, threads={threads})")
+            result["baseline"].append(baseline(project_parse_expression(), threads))
+    for r in range(args.repeat):
+        place(built)
+        log(f"N={size} #{r + 1}: dbt build selecting no node (start-up only)")
+        result["startup"].append(dbt(["build", "--select", "tag:bench_selects_nothing"]))
+        log(f"N={size} #{r + 1}: dbt build (no new data)")
+        result["noop"].append(dbt(["build"]))
+        append_increment(stream, size, args.increment, load_number=r)
+        log(f"N={size} #{r + 1}: dbt build (+{args.increment} deliveries)")
+        result["incremental"].append(dbt(["build"]))
+    shutil.copyfile(WAREHOUSE, WORK / f"after-incremental-{size}.duckdb")  # for EXPLAIN ANALYZE
+    built.unlink(missing_ok=True)
+    return result
+
+
+def fmt(s: dict, unit: str = "s") -> str:
+    if not s:
+        return "-"
+    return f"{s['median']:8.2f}{unit}  [{s['min']:.2f}-{s['max']:.2f}]"
+
+
+def report(args, results: dict) -> str:
+    n = results["scenarios"][str(args.deliveries)]
+    d = results["scenarios"].get(str(2 * args.deliveries))
+    lines = []
+    w = lines.append
+    base_s = summary(n["baseline"])
+    base_q = summary(n["baseline"], "query_seconds")
+    run_s = summary(n["run_full"])
+    full_s = summary(n["build_full"])
+    noop_s = summary(n["noop"])
+    inc_s = summary(n["incremental"])
+    rows = n["baseline"][0]["rows"] if n["baseline"] else {}
+    w(f"flagsmith-warehouse marts benchmark  (sources {results['fingerprint']}, "
+      f"{results['machine']['cpus']} cpus, duckdb {results['machine']['duckdb']}, "
+      f"dbt-core {results['machine']['dbt']})")
+    w(f"data: {args.deliveries} deliveries x {args.flags} flags, {args.identities} identities, "
+      f"{args.environments} envs, seed {args.seed}; rows flags={rows.get('flags')} "
+      f"traits={rows.get('traits')} segments={rows.get('segments')}; "
+      f"increment {args.increment}; repeat {args.repeat}")
+    w("")
+    w(f"{'figure':<52} {'median':>9}  [min-max]        peak RSS (median)")
+
+    def row(label: str, runs: list[dict], key: str = "seconds") -> None:
+        mem = summary(runs, "peak_rss_mb")
+        w(f"{label:<52} {fmt(summary(runs, key)):<26} {mem['median'] if mem else 0:7.0f} MB")
+
+    row(f"baseline: DuckDB parse+unnest, process wall", n["baseline"])
+    row(f"baseline: the 4 CTAS statements only", n["baseline"], "query_seconds")
+    row(f"dbt run --full-refresh (models), N={args.deliveries}", n["run_full"])
+    row(f"dbt build --full-refresh (models+tests), N", n["build_full"])
+    row(f"dbt build selecting no node (start-up), N", n["startup"])
+    row(f"dbt build, no new data (floor), N", n["noop"])
+    row(f"dbt build +{args.increment} deliveries, N", n["incremental"])
+    if d:
+        row(f"dbt build --full-refresh, 2N={2 * args.deliveries}", d["build_full"])
+        row(f"dbt build, no new data (floor), 2N", d["noop"])
+        row(f"dbt build +{args.increment} deliveries, 2N", d["incremental"])
+    w("")
+    targets = []
+    if full_s and base_s:
+        ratio = full_s["median"] / base_s["median"]
+        targets.append(("full build / baseline", ratio, "<= 3.00", ratio <= 3))
+        if run_s:
+            targets.append(("full run (models only) / baseline", run_s["median"] / base_s["median"],
+                            "(info)", None))
+        if base_q:
+            targets.append(("full build / baseline CTAS-only", full_s["median"] / base_q["median"],
+                            "(info)", None))
+    if inc_s and full_s:
+        ratio = inc_s["median"] / full_s["median"]
+        targets.append(("incremental / full build", ratio, "<= 0.10", ratio <= 0.10))
+        targets.append(("noop floor / incremental", noop_s["median"] / inc_s["median"],
+                        "(info)", None))
+        start_s = summary(n["startup"])
+        if start_s:
+            targets.append(("start-up / incremental", start_s["median"] / inc_s["median"],
+                            "(info)", None))
+    if d and inc_s:
+        ratio = summary(d["incremental"])["median"] / inc_s["median"]
+        targets.append(("incremental(2N) / incremental(N)", ratio, "<= 1.25", ratio <= 1.25))
+        targets.append(("noop(2N) / noop(N)", summary(d["noop"])["median"] / noop_s["median"],
+                        "(info)", None))
+        extra_n = inc_s["median"] - noop_s["median"]
+        extra_d = summary(d["incremental"])["median"] - summary(d["noop"])["median"]
+        targets.append((f"incremental - noop: N {extra_n:.2f}s, 2N {extra_d:.2f}s",
+                        extra_d / extra_n if extra_n > 0 else float("nan"), "(info)", None))
+    w(f"{'ratio':<52} {'value':>9}  {'target':<8} verdict")
+    for label, value, target, ok in targets:
+        verdict = "" if ok is None else ("PASS" if ok else "MISS")
+        w(f"{label:<52} {value:9.3f}  {target:<8} {verdict}")
+    w("")
+    for title, runs in (("full build", n["build_full"]), ("full run", n["run_full"]),
+                        ("incremental N", n["incremental"]),
+                        ("incremental 2N", d["incremental"] if d else []),
+                        ("noop N", n["noop"])):
+        if not runs:
+            continue
+        runs = [r for r in runs if r["nodes"]]
+        if not runs:
+            continue
+        split = node_split(runs)
+        nodes = ", ".join(f"{short(k)} {v:.2f}s" for k, v in slowest(runs))
+        w(f"slowest nodes, {title} (sum models {split['models']:.1f}s, tests "
+          f"{split['tests']:.1f}s): {nodes}")
+    failures = [(name, r["command"], r.get("failed"))
+                for name, sc in results["scenarios"].items()
+                for key in ("run_full", "build_full", "noop", "incremental")
+                for r in sc[key] if r.get("returncode") or r.get("failed")]
+    if failures:
+        w("")
+        w(f"WARNING: {len(failures)} dbt invocations had failures (see the JSON):")
+        for name, command, failed in failures[:5]:
+            w(f"  N={name} {command}: {sorted((failed or {}).keys())[:4] or 'dbt error'}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=100_000)
+    parser.add_argument("--flags", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--increment", type=int, default=1_000)
+    parser.add_argument("--identities", type=int, default=None, help="default: deliveries / 10")
+    parser.add_argument("--environments", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mean-interval", type=float, default=45.0)
+    parser.add_argument("--no-double", action="store_true", help="skip the 2N history check")
+    parser.add_argument("--double-full-repeats", type=int, default=1,
+                        help="full builds of the 2N base (only its result is needed)")
+    parser.add_argument("--baseline-child", help=argparse.SUPPRESS)
+    parser.add_argument("--parse", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_child:
+        baseline_child(args.baseline_child, args.parse, args.threads)
+        return 0
+    args.identities = args.identities or max(1, args.deliveries // 10)
+
+    import duckdb
+    from importlib.metadata import version
+
+    sizes = [args.deliveries] + ([] if args.no_double else [2 * args.deliveries])
+    stream = ensure_stream(args, max(sizes) + args.increment)
+    WORK.mkdir(parents=True, exist_ok=True)
+    fingerprint = snapshot_project()
+    results: dict = {
+        "started_at": datetime.now(UTC).isoformat(),
+        "args": vars(args),
+        "fingerprint": fingerprint,
+        "machine": {"cpus": os.cpu_count(), "duckdb": duckdb.__version__,
+                    "dbt": version("dbt-core"), "dbt-duckdb": version("dbt-duckdb")},
+        "scenarios": {},
+    }
+    results["scenarios"][str(args.deliveries)] = scenario(
+        args, stream, args.deliveries, args.repeat, measure_run=True, measure_baseline=True)
+    if not args.no_double:
+        results["scenarios"][str(2 * args.deliveries)] = scenario(
+            args, stream, 2 * args.deliveries, args.double_full_repeats,
+            measure_run=False, measure_baseline=False)
+    if source_fingerprint() != fingerprint:
+        log(f"note: the working tree's dbt project changed during the run; the figures are for "
+            f"the snapshot {fingerprint} in {PROJECT}")
+    text = report(args, results)
+    results["report"] = text
+    name = f"marts-n{args.deliveries}-f{args.flags}-{datetime.now():%Y%m%dT%H%M%S}.json"
+    (OUT / name).write_text(json.dumps(results, indent=1, default=str))
+    print(text)
+    print(f"\nresults: {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+{#- Data tests on the large incremental marts look at the latest batch only, unless asked for all
+    history (see unique_combination_of_columns). -#}
+
+{% macro test_recent_rows_only(recent_rows_column) -%}
+    {{ return(
+        recent_rows_column is not none
+        and not var('flagsmith__test_all_history', false)
+        and not flags.FULL_REFRESH
+    ) }}
+{%- endmacro %}
+
+
+{% macro latest_batch_condition(model, recent_rows_column) -%}
+    {{ recent_rows_column }} >= (select max({{ recent_rows_column }}) from {{ model }})
+{%- endmacro %}
+
+
+{% test not_null_in_recent_rows(model, column_name, recent_rows_column='transform_batch_at') %}
+
+select {{ column_name }}
+from {{ model }}
+where
+    {{ column_name }} is null
+    {% if flagsmith_warehouse.test_recent_rows_only(recent_rows_column) %}
+    and {{ flagsmith_warehouse.latest_batch_condition(model, recent_rows_column) }}
+    {% endif %}
+
+{% endtest %}
+
+
+{% test accepted_values_in_recent_rows(
+    model, column_name, values, recent_rows_column='transform_batch_at'
+) %}
+
+select
+    {{ column_name }} as value_field,
+    count(*) as n_records
+from {{ model }}
+where
+    {{ column_name }} is not null
+    and {{ column_name }} not in (
+        {%- for value in values %}'{{ value }}'{{ ", " if not loop.last }}{% endfor -%}
+    )
+    {% if flagsmith_warehouse.test_recent_rows_only(recent_rows_column) %}
+    and {{ flagsmith_warehouse.latest_batch_condition(model, recent_rows_column) }}
+    {% endif %}
+group by {{ column_name }}
+
+{% endtest %}

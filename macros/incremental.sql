@@ -1,0 +1,198 @@
+{#-
+    Incremental processing that gives exactly what a full refresh gives, however late data lands.
+
+    1. Batches. `stg_flagsmith__identity_webhooks` appends the raw rows of dlt loads it has not
+       seen (by `_dlt_load_id`, so a load committed late by another loader is still picked up)
+       and stamps them with `transform_batch_at`, which only ever grows.
+    2. Watermarks. Each incremental mart records, in the same transaction as its rows, the
+       newest batch stamp of its input it has processed (`flagsmith__transform_watermarks`).
+       Input rows stamped after the watermark are new to it. A model that fails keeps its old
+       watermark, so the next run processes both batches.
+    3. Partitions. A mart's rows are a function of all the input rows of one partition (an
+       identity in an environment, or a day of a feature). A run recomputes every partition that
+       has new input rows from all of that partition's input, old and new, and replaces those
+       partitions whole (`flagsmith_replace_partitions`). Input is append-only, so a partition
+       without new input is unchanged, and one with new input is recomputed as a full refresh
+       would compute it: no lookback window to guess.
+-#}
+
+
+{% macro batch_stamp_expression() -%}
+    {#- The stamp of the rows this run appends: the run's start, or a microsecond after the last
+        stamp if the clock went backwards since, so that stamps strictly grow. -#}
+    {%- set started -%}
+        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}+00' as timestamp with time zone)
+    {%- endset -%}
+    {%- if is_incremental() -%}
+        greatest(
+            {{ started }},
+            coalesce(
+                (select max(transform_batch_at) from {{ this }}) + interval '1 microsecond',
+                {{ started }}
+            )
+        )
+    {%- else -%}
+        {{ started }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro watermark_relation() -%}
+    {{ return(api.Relation.create(
+        database=this.database,
+        schema=this.schema,
+        identifier='flagsmith__transform_watermarks',
+        type='table'
+    )) }}
+{%- endmacro %}
+
+
+{% macro create_watermarks_table() -%}
+    {#- pre_hook of every incremental mart -#}
+    create table if not exists {{ flagsmith_warehouse.watermark_relation() }} (
+        model_name varchar not null,
+        transform_batch_at timestamp with time zone,
+        recorded_at timestamp with time zone not null
+    )
+{%- endmacro %}
+
+
+{% macro record_watermark(input_relation) -%}
+    {#- post_hook of every incremental mart: the newest input batch it has now processed. Runs in
+        the model's transaction, so the watermark moves only when the rows did. -#}
+    delete from {{ flagsmith_warehouse.watermark_relation() }}
+    where model_name = '{{ this.identifier }}';
+    insert into {{ flagsmith_warehouse.watermark_relation() }}
+        (model_name, transform_batch_at, recorded_at)
+    select
+        '{{ this.identifier }}',
+        max(transform_batch_at),
+        current_timestamp
+    from {{ input_relation }}
+{%- endmacro %}
+
+
+{% macro new_input_condition(column='transform_batch_at') -%}
+    {#- True for input rows this model has not processed yet (all rows on a full refresh). The
+        watermark is read when the model runs, so the filter is a literal the warehouse can
+        prune on. -#}
+    {%- if is_incremental() and execute -%}
+        {%- set query -%}
+            select cast(max(transform_batch_at) as varchar)
+            from {{ flagsmith_warehouse.watermark_relation() }}
+            where model_name = '{{ this.identifier }}'
+        {%- endset -%}
+        {%- set watermark = none -%}
+        {%- if adapter.get_relation(this.database, this.schema, 'flagsmith__transform_watermarks') -%}
+            {%- set watermark = run_query(query).columns[0].values()[0] -%}
+        {%- endif -%}
+        {%- if watermark is none -%}
+            true
+        {%- else -%}
+            {{ column }} > cast('{{ watermark }}' as timestamp with time zone)
+        {%- endif -%}
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro incremental_config(input_model, replace_by) -%}
+    {#- The config every incremental mart shares; `replace_by` names the partition columns. -#}
+    {{ return({
+        'materialized': 'incremental',
+        'incremental_strategy': 'flagsmith_replace_partitions',
+        'flagsmith_replace_by': replace_by,
+        'on_schema_change': 'fail',
+        'pre_hook': ["{{ flagsmith_warehouse.create_watermarks_table() }}"],
+        'post_hook': ["{{ flagsmith_warehouse.record_watermark(ref('" ~ input_model ~ "')) }}"],
+    }) }}
+{%- endmacro %}
+
+
+{% macro get_incremental_flagsmith_replace_partitions_sql(arg_dict) -%}
+    {#- Replace whole partitions: delete every target row whose partition appears in the new
+        rows, then insert the new rows. A recomputed partition is never smaller than before
+        (input only grows), so the new rows name every partition that changed. Nullable
+        partition columns (environment_id) are compared null-safely. -#}
+    {%- set target = arg_dict['target_relation'] -%}
+    {%- set source = arg_dict['temp_relation'] -%}
+    {%- set partition_columns = config.get('flagsmith_replace_by') -%}
+    {%- if not partition_columns -%}
+        {{ exceptions.raise_compiler_error(
+            "flagsmith_replace_partitions needs the config flagsmith_replace_by (a list of columns)"
+        ) }}
+    {%- endif -%}
+    {%- set keys = [] -%}
+    {%- for column in partition_columns -%}
+        {%- do keys.append(flagsmith_warehouse.partition_key(column)) -%}
+    {%- endfor -%}
+    {%- set dest_columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    delete from {{ target }}
+    where ({{ keys | join(', ') }}) in (
+        select {{ keys | join(', ') }} from {{ source }}
+    );
+    insert into {{ target }} ({{ dest_columns }})
+    select {{ dest_columns }} from {{ source }}
+{%- endmacro %}
+
+
+{% macro partition_key(column) -%}
+    {#- environment_id is null for deliveries without flags; -1 is never a Flagsmith id. -#}
+    {%- if column.split('.')[-1] == 'environment_id' -%}
+        coalesce({{ column }}, -1)
+    {%- else -%}
+        {{ column }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro new_identity_deliveries_sql() -%}
+    {#- A select of every delivery of each identity (in its environment) that has new deliveries,
+        numbered in order, with the identity's newest batch stamp: what the segment and trait
+        histories need to see that something was absent from a delivery. All identities on a
+        full refresh. -#}
+    {%- set scope = flagsmith_warehouse.partition_key('environment_id') -%}
+    with
+
+    webhooks as (
+        select * from {{ ref('stg_flagsmith__identity_webhooks') }}
+    ),
+
+    identities_with_new_deliveries as (
+        select distinct
+            {{ scope }} as environment_scope,
+            identity
+        from webhooks
+        where {{ flagsmith_warehouse.new_input_condition() }}
+    ),
+
+    identity_deliveries as (
+        select
+            delivery_id,
+            environment_id,
+            identity,
+            received_at,
+            transform_batch_at
+        from webhooks
+        {% if is_incremental() %}
+        where ({{ scope }}, identity) in (
+            select environment_scope, identity from identities_with_new_deliveries
+        )
+        {% endif %}
+    )
+
+    select
+        delivery_id,
+        environment_id,
+        identity,
+        received_at,
+        row_number() over (
+            partition by environment_id, identity
+            order by received_at, delivery_id
+        ) as delivery_number,
+        max(transform_batch_at) over (
+            partition by environment_id, identity
+        ) as transform_batch_at
+    from identity_deliveries
+{%- endmacro %}

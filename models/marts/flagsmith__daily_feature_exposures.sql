@@ -1,0 +1,130 @@
+{{ config(**flagsmith_warehouse.incremental_config(
+    'flagsmith__flag_evaluations', ['exposure_date', 'environment_id', 'feature_id']
+)) }}
+
+{#- Per UTC day of received_at, feature and variant: identities evaluated that day in that variant,
+    evaluations, and identities whose first exposure to the feature was that day in that variant.
+    Incremental per (day, feature): a run recomputes the days that got new evaluations and the
+    days on which an identity with new evaluations was first exposed before this run (a late
+    delivery can move a first exposure to an earlier day, which changes both days). -#}
+
+with
+
+all_evaluations as (
+    select * from {{ ref('flagsmith__flag_evaluations') }}
+),
+
+first_exposures as (
+    select * from {{ ref('flagsmith__first_exposures') }}
+),
+
+new_evaluations as (
+    select * from all_evaluations
+    where {{ flagsmith_warehouse.new_input_condition() }}
+),
+
+{% if is_incremental() %}
+earlier_first_exposure_days as (
+    select
+        environment_id,
+        feature_id,
+        {{ flagsmith_warehouse.utc_date('min(received_at)') }} as exposure_date
+    from all_evaluations
+    where
+        not ({{ flagsmith_warehouse.new_input_condition() }})
+        and (environment_id, identity, feature_id) in (
+            select environment_id, identity, feature_id from new_evaluations
+        )
+    group by environment_id, identity, feature_id
+),
+{% endif %}
+
+days_to_recompute as (
+    select distinct
+        {{ flagsmith_warehouse.utc_date('received_at') }} as exposure_date,
+        environment_id,
+        feature_id
+    from new_evaluations
+    {% if is_incremental() %}
+    union
+    select exposure_date, environment_id, feature_id from earlier_first_exposure_days
+    {% endif %}
+),
+
+day_evaluations as (
+    select
+        {{ flagsmith_warehouse.utc_date('received_at') }} as exposure_date,
+        environment_id,
+        feature_id,
+        variant,
+        identity,
+        transform_batch_at
+    from all_evaluations
+    {% if is_incremental() %}
+    where
+        received_at >= (select min(exposure_date) - 1 from days_to_recompute)
+        and ({{ flagsmith_warehouse.utc_date('received_at') }}, environment_id, feature_id) in (
+            select exposure_date, environment_id, feature_id from days_to_recompute
+        )
+    {% endif %}
+),
+
+exposures_counted as (
+    select
+        exposure_date,
+        environment_id,
+        feature_id,
+        variant,
+        count(distinct identity) as identities,
+        count(*) as evaluations,
+        max(transform_batch_at) as transform_batch_at
+    from day_evaluations
+    group by
+        exposure_date,
+        environment_id,
+        feature_id,
+        variant
+),
+
+first_exposures_counted as (
+    select
+        {{ flagsmith_warehouse.utc_date('first_exposed_at') }} as exposure_date,
+        environment_id,
+        feature_id,
+        first_variant as variant,
+        count(*) as first_exposures
+    from first_exposures
+    {% if is_incremental() %}
+    where
+        first_exposed_at >= (select min(exposure_date) - 1 from days_to_recompute)
+        and ({{ flagsmith_warehouse.utc_date('first_exposed_at') }}, environment_id, feature_id) in (
+            select exposure_date, environment_id, feature_id from days_to_recompute
+        )
+    {% endif %}
+    group by
+        {{ flagsmith_warehouse.utc_date('first_exposed_at') }},
+        environment_id,
+        feature_id,
+        first_variant
+),
+
+daily_exposures_joined as (
+    select
+        exposures_counted.exposure_date,
+        exposures_counted.environment_id,
+        exposures_counted.feature_id,
+        exposures_counted.variant,
+        exposures_counted.identities,
+        exposures_counted.evaluations,
+        coalesce(first_exposures_counted.first_exposures, 0) as first_exposures,
+        exposures_counted.transform_batch_at
+    from exposures_counted
+    left join first_exposures_counted
+        on
+            exposures_counted.exposure_date = first_exposures_counted.exposure_date
+            and exposures_counted.environment_id = first_exposures_counted.environment_id
+            and exposures_counted.feature_id = first_exposures_counted.feature_id
+            and exposures_counted.variant = first_exposures_counted.variant
+)
+
+select * from daily_exposures_joined

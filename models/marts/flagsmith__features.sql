@@ -1,0 +1,117 @@
+{{ config(**flagsmith_warehouse.incremental_config(
+    'flagsmith__flag_evaluations', ['environment_id', 'feature_id']
+)) }}
+
+{#- One row per feature per environment. Attributes come from the latest evaluation, by
+    (received_at, delivery_id). Incrementally, a feature's row combines what it already holds
+    with the new evaluations: the latest of the two wins, first and last seen are the least and
+    the greatest; identities_exposed is recounted from the first exposures. -#}
+
+with
+
+new_evaluations as (
+    select * from {{ ref('flagsmith__flag_evaluations') }}
+    where {{ flagsmith_warehouse.new_input_condition() }}
+),
+
+first_exposures as (
+    select * from {{ ref('flagsmith__first_exposures') }}
+),
+
+new_evaluations_ranked as (
+    select
+        *,
+        min(received_at) over (partition by environment_id, feature_id) as new_first_seen_at,
+        row_number() over (
+            partition by environment_id, feature_id
+            order by received_at desc, delivery_id desc
+        ) as recency
+    from new_evaluations
+),
+
+candidates as (
+    select
+        environment_id,
+        feature_id,
+        received_at as latest_received_at,
+        delivery_id as latest_delivery_id,
+        feature_name,
+        feature_type,
+        feature_default_enabled as default_enabled,
+        feature_initial_value as initial_value,
+        feature_description as description,
+        feature_created_date as created_date,
+        new_first_seen_at as first_seen_at,
+        transform_batch_at
+    from new_evaluations_ranked
+    where recency = 1
+    {% if is_incremental() %}
+    union all
+    select
+        environment_id,
+        feature_id,
+        last_seen_at,
+        latest_delivery_id,
+        feature_name,
+        feature_type,
+        default_enabled,
+        initial_value,
+        description,
+        created_date,
+        first_seen_at,
+        transform_batch_at
+    from {{ this }}
+    where (environment_id, feature_id) in (
+        select environment_id, feature_id from new_evaluations
+    )
+    {% endif %}
+),
+
+candidates_ranked as (
+    select
+        *,
+        min(first_seen_at) over (partition by environment_id, feature_id) as first_seen_overall,
+        max(transform_batch_at) over (partition by environment_id, feature_id) as newest_batch,
+        row_number() over (
+            partition by environment_id, feature_id
+            order by latest_received_at desc, latest_delivery_id desc
+        ) as recency
+    from candidates
+),
+
+exposed_counted as (
+    select
+        environment_id,
+        feature_id,
+        count(*) as identities_exposed
+    from first_exposures
+    where (environment_id, feature_id) in (
+        select environment_id, feature_id from new_evaluations
+    )
+    group by environment_id, feature_id
+),
+
+features_combined as (
+    select
+        candidates_ranked.environment_id,
+        candidates_ranked.feature_id,
+        candidates_ranked.feature_name,
+        candidates_ranked.feature_type,
+        candidates_ranked.default_enabled,
+        candidates_ranked.initial_value,
+        candidates_ranked.description,
+        candidates_ranked.created_date,
+        candidates_ranked.first_seen_overall as first_seen_at,
+        candidates_ranked.latest_received_at as last_seen_at,
+        exposed_counted.identities_exposed,
+        candidates_ranked.latest_delivery_id,
+        candidates_ranked.newest_batch as transform_batch_at
+    from candidates_ranked
+    inner join exposed_counted
+        on
+            candidates_ranked.environment_id = exposed_counted.environment_id
+            and candidates_ranked.feature_id = exposed_counted.feature_id
+    where candidates_ranked.recency = 1
+)
+
+select * from features_combined

@@ -1,0 +1,78 @@
+"""The project installs as a dbt package in someone else's project and builds there."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from loader.transform import dbt_executable
+
+from .bodies import body, flag
+from .warehouse import Posted, land, warehouse_settings
+
+REPO = Path(__file__).resolve().parent.parent
+CONSUMER = Path(__file__).resolve().parent / "dbt_consumer"
+
+
+def _dbt(project: Path, duckdb_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [dbt_executable(), *args, "--project-dir", str(project), "--profiles-dir", str(project)],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(project),
+            "CONSUMER_DUCKDB_PATH": str(duckdb_path),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_installs_as_a_package_and_builds_with_the_raw_data_elsewhere(tmp_path):
+    settings = warehouse_settings(tmp_path / "landing")
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    variants = ["control", "variant_b", "control"]
+    land(
+        settings,
+        [
+            Posted(
+                body(f"user_{n}", [flag(1, "checkout_button", value=v, kind="MULTIVARIATE")]),
+                start + timedelta(minutes=n),
+            )
+            for n, v in enumerate(variants)
+        ],
+    )
+    with duckdb.connect(str(settings.duckdb_path)) as connection:
+        connection.execute("create schema landing")
+        connection.execute(
+            "create table landing.flagsmith_webhooks as"
+            " select * from flagsmith_raw.identity_webhooks"
+        )
+        connection.execute("drop table flagsmith_raw.identity_webhooks")
+
+    project = tmp_path / "consumer"
+    shutil.copytree(CONSUMER, project)
+    (project / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(REPO)}]}))
+    deps = _dbt(project, settings.duckdb_path, "deps")
+    assert deps.returncode == 0, deps.stdout[-3000:]
+    for attempt in ("first", "incremental"):
+        build = _dbt(project, settings.duckdb_path, "build")
+        assert build.returncode == 0, f"{attempt}: " + build.stdout[-4000:]
+
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
+        arms = connection.execute(
+            "select first_variant, identities from analytics.checkout_arms order by 1"
+        ).fetchall()
+        assert arms == [("control", 2), ("variant_b", 1)]
+        marts = connection.execute(
+            "select count(*) from information_schema.tables"
+            " where table_schema = 'analytics_flagsmith' and table_name like 'flagsmith\\_\\_%'"
+            " escape '\\'"
+        ).fetchone()[0]
+        assert marts == 12  # eleven marts and the watermarks table

@@ -1,0 +1,88 @@
+"""Incremental builds give exactly the rows of a full refresh, whatever the batching and lateness.
+
+A randomized stream of deliveries is landed in random batches, one of them a "late spool" (a
+second receiver's deliveries, received earlier, loaded after newer ones were transformed). After
+every batch the marts are built incrementally; at the end they must equal, mart by mart and row
+by row, both a `--full-refresh` build of the same data and the independent oracle.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import pytest
+
+from loader.simulate import iter_deliveries
+
+from .marts import assert_mart_equal, expected_marts, fetch_mart
+from .oracle import COLUMNS
+from .warehouse import Posted, connect, dbt, land, warehouse_settings
+
+
+def _batches(seed: int) -> list[list[Posted]]:
+    rng = random.Random(seed)
+    stream = [
+        Posted(d.body, d.at, d.environment_key)
+        for d in iter_deliveries(
+            700,
+            seed=seed,
+            n_identities=30,
+            n_flags=8,
+            n_environments=2,
+            mean_interval=600,
+            hide_disabled_flags=seed % 2 == 1,
+        )
+    ]
+    late = set(rng.sample(range(len(stream)), len(stream) // 6))
+    on_time = [d for i, d in enumerate(stream) if i not in late]
+    cuts = sorted(rng.sample(range(1, len(on_time)), 3))
+    batches = [on_time[a:b] for a, b in zip([0, *cuts], [*cuts, len(on_time)], strict=True)]
+    late_spool = [d for i, d in enumerate(stream) if i in late]
+    batches.insert(rng.randint(1, len(batches) - 1), late_spool)
+    return batches
+
+
+def _all_columns(connection, name: str) -> list[str]:
+    rows = connection.execute(
+        "select column_name from information_schema.columns"
+        " where table_schema = 'flagsmith' and table_name = ? order by ordinal_position",
+        [name],
+    ).fetchall()
+    return [row[0] for row in rows if row[0] != "transform_batch_at"]
+
+
+def _every_row(connection, name: str) -> list[tuple]:
+    columns = _all_columns(connection, name)
+    select = ", ".join(f'"{column}"' for column in columns)
+    return sorted(
+        connection.execute(f"select {select} from flagsmith.{name}").fetchall(),
+        key=lambda row: tuple((value is None, str(value)) for value in row),
+    )
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed):
+    settings = warehouse_settings(tmp_path / "incremental")
+    for number, batch in enumerate(_batches(seed)):
+        assert land(settings, batch) == len(batch)
+        result = dbt(settings, "build" if number == 0 else "run")
+        assert result.returncode == 0, result.output[-4000:]
+    result = dbt(settings, "build")  # the scoped data tests pass on the last batch too
+    assert result.returncode == 0, result.output[-4000:]
+
+    refreshed = warehouse_settings(tmp_path / "refreshed")
+    refreshed.duckdb_path.parent.mkdir(parents=True)
+    shutil.copy(settings.duckdb_path, refreshed.duckdb_path)
+    result = dbt(refreshed, "build", "--full-refresh")
+    assert result.returncode == 0, result.output[-4000:]
+
+    with connect(settings) as incremental, connect(refreshed) as full:
+        expected = expected_marts(incremental)
+        for name in COLUMNS:
+            actual = fetch_mart(incremental, name)
+            assert actual, f"{name} is empty: the stream should exercise it"
+            assert_mart_equal(actual, fetch_mart(full, name), f"{name} (incremental vs full)")
+            assert_mart_equal(actual, expected[name], f"{name} (incremental vs oracle)")
+            if name != "flagsmith__experiment_assignments":
+                assert _every_row(incremental, name) == _every_row(full, name), name

@@ -1,0 +1,87 @@
+"""Helpers for tests that land deliveries with the real loader and run dbt for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from loader import pipeline
+from loader.config import Settings
+from loader.payload import classify
+from loader.spool import Delivery, SpoolWriter, new_delivery_id
+from loader.transform import dbt_command, dbt_environment
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A body as it reached a receiver: when, and under which URL key."""
+
+    body: bytes
+    at: datetime
+    environment_key: str | None = None
+
+
+def warehouse_settings(directory: Path) -> Settings:
+    return Settings(
+        spool_dir=directory / "spool",
+        duckdb_path=directory / "warehouse.duckdb",
+        state_dir=directory / "state",
+        dbt_target_path=directory / "dbt-target",
+    )
+
+
+def land(settings: Settings, posted: Iterable[Posted]) -> int:
+    """Spool the bodies as the receiver would (received_at = `at`), then run the real loader."""
+    writer = SpoolWriter(settings.spool_dir, segment_bytes=1 << 30, segment_seconds=3600)
+    for item in posted:
+        verdict = classify(item.body)
+        writer.append(
+            Delivery(
+                new_delivery_id(item.at),
+                item.at,
+                item.body,
+                item.environment_key,
+                "verified",
+                None,
+                verdict.kind,
+                verdict.reason,
+            )
+        )
+    writer.close()
+    return pipeline.load(settings).deliveries
+
+
+@dataclass
+class DbtResult:
+    returncode: int
+    output: str
+    results: list[dict]
+
+    def status_of(self, name: str) -> str:
+        return next(r["status"] for r in self.results if r["unique_id"].split(".")[-1] == name)
+
+
+def dbt(settings: Settings, command: str | Sequence[str], *extra: str) -> DbtResult:
+    """Run dbt on the project against `settings`; returns its exit code, output, run results."""
+    completed = subprocess.run(
+        dbt_command(settings, command, extra),
+        env=dbt_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    results_path = Path(settings.dbt_target_path) / "run_results.json"
+    results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
+    return DbtResult(completed.returncode, completed.stdout + completed.stderr, results)
+
+
+def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    connection.execute("set TimeZone = 'UTC'")
+    return connection
