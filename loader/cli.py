@@ -43,21 +43,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     settings = _settings(args)
-    if not settings.secrets and not settings.allow_unsigned:
+    if settings.has_secrets and settings.allow_unsigned:
         print(
-            "refusing to start: FLAGSMITH_WEBHOOK_SECRET is not set (or empty). Set it to the "
-            "secret configured on the Flagsmith webhook, or pass --allow-unsigned to accept "
-            "unsigned deliveries (anyone who can reach the endpoint can then write data).",
+            "refusing to start: --allow-unsigned was given but secrets are configured; "
+            "drop one of the two.",
             file=sys.stderr,
         )
         return 2
-    if not settings.secrets:
+    if not settings.has_secrets and not settings.allow_unsigned:
         print(
-            "WARNING: running with --allow-unsigned: deliveries are NOT verified and are stored "
-            "with signature_status='unsigned'.",
+            "refusing to start: no webhook secret. Set FLAGSMITH_WEBHOOK_SECRET (or "
+            "FLAGSMITH_WEBHOOK_SECRETS_FILE) to the secret configured on the Flagsmith webhook, "
+            "or pass --allow-unsigned to accept unsigned deliveries (anyone who can reach the "
+            "endpoint can then write data).",
             file=sys.stderr,
         )
-    serve(settings, args.host, args.port, args.workers, args.threads)
+        return 2
+    if settings.allow_unsigned:
+        print(
+            "WARNING: --allow-unsigned: deliveries are NOT verified; anyone who can reach this "
+            "endpoint can write data. They are stored with signature_status='unsigned', and "
+            "/metrics reports flagsmith_receiver_unsigned_mode 1.",
+            file=sys.stderr,
+        )
+
+    serve(lambda: _settings(args), args.host, args.port, args.workers, args.threads)
     return 0
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 WAREHOUSES = ("duckdb", "postgres")
+
+# The environment key is a label of the user's choosing in the webhook URL; it must fit a path
+# segment, a log line and a column.
+ENVIRONMENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 # A Flagsmith project with a few hundred flags, traits and segments stays far below this; the limit
 # only bounds what one request can make a worker hold in memory.
@@ -25,17 +30,60 @@ def project_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def parse_secrets(raw: str | None) -> tuple[bytes, ...]:
-    """Comma-separated secrets, any of which verifies (rotation). Blank entries are ignored."""
-    if not raw:
+def parse_secrets(raw: str | None, where: str = "FLAGSMITH_WEBHOOK_SECRET") -> tuple[bytes, ...]:
+    """Comma-separated secrets, any of which verifies (rotation).
+
+    Unset or blank means none. A blank entry in a list (`a,,b`, `a,`) is refused rather than
+    skipped: it is a typo in a security setting, and an empty secret must never verify anything.
+    """
+    if raw is None or not raw.strip():
         return ()
-    return tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    parts = [part.strip() for part in raw.split(",")]
+    if any(not part for part in parts):
+        raise ConfigError(f"{where} has an empty secret in its comma-separated list")
+    return tuple(part.encode() for part in parts)
+
+
+def read_secrets_file(path: Path) -> dict[str, tuple[bytes, ...]]:
+    """Per-environment secrets: one `environment_key = secret[, secret...]` per line.
+
+    `#` starts a comment line. The file is read when a receiver worker starts, so a rotation is
+    an edit of the file followed by a graceful reload (SIGHUP to gunicorn), never a restart that
+    drops requests. It holds secrets: keep it readable by the receiver's user only.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read FLAGSMITH_WEBHOOK_SECRETS_FILE {path}: {error.strerror}"
+        ) from None
+    secrets: dict[str, tuple[bytes, ...]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, separator, value = line.partition("=")
+        key = key.strip()
+        where = f"{path}, line {number}"
+        if not separator or not ENVIRONMENT_KEY.fullmatch(key):
+            raise ConfigError(
+                f"{where}: expected `environment_key = secret[, secret]` with a key of "
+                "[A-Za-z0-9_.:-] (up to 128 characters)"
+            )
+        if key in secrets:
+            raise ConfigError(f"{where}: environment key {key!r} is listed twice")
+        parsed = parse_secrets(value, where)
+        if not parsed:
+            raise ConfigError(f"{where}: no secret for environment key {key!r}")
+        secrets[key] = parsed
+    return secrets
 
 
 @dataclass(frozen=True)
 class Settings:
     spool_dir: Path = Path("data/spool")
     secrets: tuple[bytes, ...] = ()
+    environment_secrets: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
     allow_unsigned: bool = False
     warehouse: str = "duckdb"
     duckdb_path: Path = Path("data/warehouse.duckdb")
@@ -56,6 +104,11 @@ class Settings:
         return cls(
             spool_dir=spool_dir.absolute(),
             secrets=parse_secrets(env.get("FLAGSMITH_WEBHOOK_SECRET")),
+            environment_secrets=(
+                read_secrets_file(Path(env["FLAGSMITH_WEBHOOK_SECRETS_FILE"]))
+                if env.get("FLAGSMITH_WEBHOOK_SECRETS_FILE")
+                else {}
+            ),
             warehouse=warehouse,
             duckdb_path=Path(
                 env.get("FLAGSMITH_DUCKDB_PATH") or "data/warehouse.duckdb"
@@ -69,6 +122,16 @@ class Settings:
                 else None
             ),
         )
+
+    def secrets_for(self, environment_key: str | None) -> tuple[bytes, ...]:
+        """The secrets that verify a delivery to this URL: the environment's own, else global."""
+        if environment_key is not None and environment_key in self.environment_secrets:
+            return self.environment_secrets[environment_key]
+        return self.secrets
+
+    @property
+    def has_secrets(self) -> bool:
+        return bool(self.secrets or self.environment_secrets)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -43,13 +43,15 @@ def wait_ready(base_url: str, process: subprocess.Popen, timeout: float = 30.0) 
 
 
 def start_receiver(
-    env: dict[str, str], port: int, extra: list[str] | None = None
+    env: dict[str, str], port: int, extra: list[str] | None = None, log=subprocess.DEVNULL
 ) -> subprocess.Popen:
+    """`serve` in its own process group, so a test can kill the master and its workers at once."""
     return subprocess.Popen(
         [sys.executable, "-m", "loader.cli", "serve", "--port", str(port), *(extra or [])],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
     )
 
 

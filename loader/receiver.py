@@ -3,12 +3,19 @@
 Flagsmith gives up after three tries within a few seconds, so the receiver never touches the
 warehouse: it proves the body came from Flagsmith, appends it to the spool with an fsync, and
 answers 202 with the delivery's id. The loader takes it from there.
+
+Decisions an operator may look for:
+- The signature is checked before anything else is read from the request, so an unsigned caller
+  learns nothing but 401 (or 413 when it sends too much).
+- The Content-Type is not trusted and never refused: the signed bytes are what counts. An
+  authentic body is stored whatever its declared type, and quarantined if it is not an identity
+  webhook, so nothing Flagsmith signed is ever lost to a header.
+- A failed write is answered 503, never 2xx: Flagsmith then retries.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import UTC, datetime
 
@@ -16,7 +23,8 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .config import Settings
+from . import metrics
+from .config import ENVIRONMENT_KEY, Settings
 from .payload import classify
 from .signature import HEADER, SignatureError, verify
 from .spool import (
@@ -31,8 +39,6 @@ from .spool import (
 log = logging.getLogger("flagsmith_warehouse.receiver")
 
 EXTENSION = "flagsmith_warehouse"
-# The environment key is a label of the user's choosing; keep it to what fits a path and a column.
-_ENVIRONMENT_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 bp = Blueprint("receiver", __name__)
 
@@ -42,6 +48,7 @@ class Receiver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.unsigned = not settings.has_secrets and settings.allow_unsigned
         ensure_layout(settings.spool_dir)
         self.writer = SpoolWriter(settings.spool_dir)
 
@@ -62,31 +69,41 @@ def _log(event: str, **fields: object) -> None:
     log.info(orjson.dumps({"event": event, **fields}).decode())
 
 
+def _refuse(code: int, reason: str, environment_key: str | None, **extra: object) -> Response:
+    metrics.REFUSED.labels(reason).inc()
+    _log("refused", reason=reason, environment_key=environment_key, remote=request.remote_addr)
+    return _json(code, error=reason, **extra)
+
+
 @bp.post("/webhooks/flagsmith", defaults={"environment_key": None})
 @bp.post("/webhooks/flagsmith/<environment_key>")
 def receive(environment_key: str | None) -> Response:
     started = time.perf_counter()
-    receiver = _receiver()
-    if environment_key is not None and not _ENVIRONMENT_KEY.match(environment_key):
-        return _json(
-            404, error="not_found", detail="environment key must match [A-Za-z0-9_.:-]{1,128}"
-        )
     try:
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        _log("refused", reason="too_large", environment_key=environment_key)
-        return _json(413, error="too_large", limit_bytes=receiver.settings.max_body_bytes)
+        return _receive(environment_key, started)
+    finally:
+        metrics.LATENCY.observe(time.perf_counter() - started)
 
-    secrets = receiver.settings.secrets
-    if secrets:
+
+def _receive(environment_key: str | None, started: float) -> Response:
+    receiver = _receiver()
+    if environment_key is not None and not ENVIRONMENT_KEY.fullmatch(environment_key):
+        return _refuse(404, "unknown_environment_key", None)
+    limit = receiver.settings.max_body_bytes
+    try:
+        body = _read_body(limit)
+    except RequestEntityTooLarge:
+        return _refuse(413, "too_large", environment_key, limit_bytes=limit)
+
+    if receiver.unsigned:
+        signature_status, fingerprint = "unsigned", None
+    else:
         try:
+            secrets = receiver.settings.secrets_for(environment_key)
             verified = verify(body, request.headers.get(HEADER), secrets)
         except SignatureError as error:
-            _log("refused", reason=error.reason, environment_key=environment_key)
-            return _json(401, error=error.reason)
+            return _refuse(401, error.reason, environment_key)
         signature_status, fingerprint = "verified", verified.secret_fingerprint
-    else:  # only reachable when serve was started with --allow-unsigned
-        signature_status, fingerprint = "unsigned", None
 
     verdict = classify(body)
     now = datetime.now(UTC)
@@ -103,14 +120,21 @@ def receive(environment_key: str | None) -> Response:
     try:
         receiver.writer.append(delivery)
     except SpoolWriteError as error:
+        metrics.STORE_FAILURES.inc()
         _log(
-            "spool_error",
-            reason="spool_unwritable",
+            "store_failed",
+            delivery_id=delivery.delivery_id,
             errno=error.errno,
+            error=error.strerror,
             environment_key=environment_key,
         )
         return _json(503, error="spool_unwritable")
-    status = "accepted" if verdict.is_identity else "quarantined"
+    if verdict.is_identity:
+        metrics.ACCEPTED.inc()
+        status = "accepted"
+    else:
+        metrics.QUARANTINED.labels(verdict.reason).inc()
+        status = "quarantined"
     _log(
         "delivery",
         delivery_id=delivery.delivery_id,
@@ -118,6 +142,7 @@ def receive(environment_key: str | None) -> Response:
         reason=verdict.reason,
         environment_key=environment_key,
         signature_status=signature_status,
+        secret=fingerprint,
         bytes=len(body),
         ms=round((time.perf_counter() - started) * 1000, 3),
     )
@@ -125,6 +150,28 @@ def receive(environment_key: str | None) -> Response:
     if verdict.reason:
         answer["reason"] = verdict.reason
     return _json(202, **answer)
+
+
+def _read_body(limit: int) -> bytes:
+    """The raw body, or RequestEntityTooLarge past `limit` bytes, declared or not.
+
+    With a Content-Length, werkzeug refuses a declared size over the limit before reading. A
+    chunked body has no declared size, and werkzeug would silently cut it at the limit (the
+    signature would then fail with a misleading 401), so it is read here up to one byte past
+    the limit to tell "exactly at the limit" from "over it".
+    """
+    if request.content_length is not None or "wsgi.input" not in request.environ:
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = stream.read(min(1 << 16, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return bytes(data)
 
 
 @bp.get("/livez")
@@ -139,8 +186,21 @@ def readyz() -> Response:
     return _json(503, status="spool_unwritable")
 
 
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    receiver = _receiver()
+    body, content_type = metrics.render(receiver.settings.spool_dir, receiver.unsigned)
+    return Response(body, status=200, content_type=content_type)
+
+
 def _http_error(error: HTTPException) -> Response:
     return _json(error.code or 500, error=(error.name or "error").lower().replace(" ", "_"))
+
+
+def _unexpected_error(error: Exception) -> Response:
+    # Never a 2xx for something that failed; never the details (or a body) to the caller.
+    log.exception("unexpected error while handling %s %s", request.method, request.path)
+    return _json(500, error="internal_error")
 
 
 def create_app(settings: Settings | None = None, test_config: dict | None = None) -> Flask:
@@ -152,4 +212,5 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
         app.config.update(test_config)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
     return app

@@ -1,21 +1,29 @@
 """Running the receiver under gunicorn, configured in code so `serve` needs no config file.
 
-The defaults suit a 2-core machine: 2 worker processes (one per core; a crash or a slow fsync in
-one leaves the other answering) with 8 threads each. The threads matter because the request
-path waits on fsync, and waiting requests share flushes in the spool (group commit): more
-concurrent requests per process means more deliveries per fsync. On bigger machines raise
-`--workers` to the number of cores; threads rarely need to exceed 16.
+Defaults, chosen for a 2-core machine and measured with bench/receiver.py:
+- `gthread` workers: the request path waits on fsync, and waiting requests of one process share
+  flushes in the spool (group commit), so concurrent threads per process mean more deliveries
+  per fsync. 2 workers (one per core; a crash or a stalled disk in one leaves the other
+  answering), 8 threads each. On bigger machines: one worker per core, 8-16 threads.
+- `timeout` 30 s: a worker silent that long is restarted. Flagsmith itself waits 10 s.
+- `graceful_timeout` 20 s: on SIGTERM requests in flight finish and the open spool segment is
+  sealed before the worker exits; SIGHUP reloads workers (and the secrets file) the same way.
+- `keepalive` 5 s: Flagsmith's requests library reuses connections.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 
-from .config import Settings
-from .receiver import EXTENSION, create_app
+from .config import ConfigError, Settings
 
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
@@ -23,23 +31,49 @@ DEFAULT_THREADS = 8
 
 def _worker_exit(server, worker) -> None:
     """Seal the open spool segment so the loader gets it without waiting for the lock to drop."""
+    from .receiver import EXTENSION
+
     app = getattr(worker, "wsgi", None)
     receiver = getattr(app, "extensions", {}).get(EXTENSION) if app is not None else None
     if receiver is not None:
         receiver.writer.close()
 
 
+def _child_exit(server, worker) -> None:
+    from .metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
 class ReceiverApplication(BaseApplication):
-    def __init__(self, settings: Settings, options: dict) -> None:
-        self.settings = settings
+    """gunicorn in code.
+
+    The master reads the settings at start and again on SIGHUP, before gunicorn forks the new
+    workers, so a graceful reload applies an edited secrets file without dropping a request. An
+    edit that breaks the file is reported and the last good settings stay in force: a typo must
+    not take the endpoint down while Flagsmith is posting to it.
+    """
+
+    def __init__(self, settings_factory: Callable[[], Settings], options: dict) -> None:
+        self.settings_factory = settings_factory
+        self.settings = settings_factory()
         self.options = options
         super().__init__()
+
+    def reload(self) -> None:
+        try:
+            self.settings = self.settings_factory()
+        except ConfigError as error:
+            print(f"configuration error, keeping the previous settings: {error}", file=sys.stderr)
+        super().reload()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
     def load(self):
+        from .receiver import create_app
+
         return create_app(self.settings)
 
 
@@ -51,15 +85,14 @@ def gunicorn_options(
         "workers": workers,
         "threads": threads,
         "worker_class": "gthread",
-        # Flagsmith waits 10 s; a request that takes longer is lost anyway.
         "timeout": 30,
-        # On SIGTERM, requests in flight get this long to finish before workers are stopped.
         "graceful_timeout": 20,
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
         "worker_exit": _worker_exit,
+        "child_exit": _child_exit,
         "proc_name": "flagsmith-warehouse-receiver",
         # No runtime control socket: it would be one more way in, and two receivers on one
         # machine would fight over its default path.
@@ -67,7 +100,19 @@ def gunicorn_options(
     }
 
 
-def serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
+def _prepare_multiprocess_metrics() -> None:
+    """A fresh folder for the workers' metric files, set before prometheus_client is imported."""
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise RuntimeError("prometheus_client was imported before the metrics folder was set")
+    folder = tempfile.mkdtemp(prefix="flagsmith-warehouse-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    master = os.getpid()
+    atexit.register(lambda: os.getpid() == master and shutil.rmtree(folder, ignore_errors=True))
+
+
+def serve(
+    settings_factory: Callable[[], Settings], host: str, port: int, workers: int, threads: int
+) -> None:
     # One JSON line per delivery on stderr, next to gunicorn's own log.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -75,4 +120,5 @@ def serve(settings: Settings, host: str, port: int, workers: int, threads: int) 
     receiver_log.addHandler(handler)
     receiver_log.setLevel(logging.INFO)
     receiver_log.propagate = False
-    ReceiverApplication(settings, gunicorn_options(host, port, workers, threads)).run()
+    _prepare_multiprocess_metrics()
+    ReceiverApplication(settings_factory, gunicorn_options(host, port, workers, threads)).run()

@@ -486,18 +486,22 @@ class SpoolReader:
             _fsync_dir(self.spool_dir / CLAIMED)
 
     def backlog(self) -> dict[str, int]:
-        """Segments and bytes waiting, by state (for metrics and the progress line)."""
-        result: dict[str, int] = {}
-        for state in (OPEN, READY, CLAIMED):
-            files = 0
-            size = 0
-            for path in (self.spool_dir / state).glob(f"*{SEGMENT_SUFFIX}"):
-                with contextlib.suppress(FileNotFoundError):
-                    size += path.stat().st_size
-                    files += 1
-            result[f"{state}_segments"] = files
-            result[f"{state}_bytes"] = size
-        return result
+        return backlog(self.spool_dir)
+
+
+def backlog(spool_dir: Path) -> dict[str, int]:
+    """Segments and bytes waiting, by state (for metrics and the progress line)."""
+    result: dict[str, int] = {}
+    for state in (OPEN, READY, CLAIMED):
+        files = 0
+        size = 0
+        for path in (Path(spool_dir) / state).glob(f"*{SEGMENT_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                size += path.stat().st_size
+                files += 1
+        result[f"{state}_segments"] = files
+        result[f"{state}_bytes"] = size
+    return result
 
 
 def iter_all_deliveries(spool_dir: Path) -> Iterator[Delivery]:

@@ -29,20 +29,45 @@ def test_parse_duration_rejects_nonsense(text):
         parse_duration(text)
 
 
-def test_serve_refuses_to_start_without_a_secret(tmp_path):
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (None, "no webhook secret"),
+        ("", "no webhook secret"),
+        ("   ", "no webhook secret"),
+        (" , ", "empty secret"),
+        ("good,", "empty secret"),
+    ],
+    ids=["unset", "empty", "blank", "only-commas", "trailing-comma"],
+)
+def test_serve_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
+    env = {"PATH": "/usr/bin:/bin", "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool")}
+    if secret is not None:
+        env["FLAGSMITH_WEBHOOK_SECRET"] = secret
     result = subprocess.run(
         [sys.executable, "-m", "loader.cli", "serve", "--port", str(free_port())],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
-            "FLAGSMITH_WEBHOOK_SECRET": " , ",
-        },
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "FLAGSMITH_WEBHOOK_SECRET" in result.stderr and "--allow-unsigned" in result.stderr
+    assert message in result.stderr and "FLAGSMITH_WEBHOOK_SECRET" in result.stderr
+
+
+def test_serve_refuses_allow_unsigned_next_to_secrets(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "loader.cli", "serve", "--allow-unsigned", "--port", "1"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLAGSMITH_WEBHOOK_SECRET": "s3cr3t",
+            "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--allow-unsigned" in result.stderr
 
 
 def test_serve_allow_unsigned_stores_deliveries_marked_unsigned(tmp_path):
