@@ -106,20 +106,20 @@ def _dbt_extra(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
-    from .transform import run_dbt
+    from .transform import SCHEDULED_BUILD, run_dbt
 
-    return run_dbt(_settings(args), "build", _dbt_extra(args))
+    return run_dbt(_settings(args), "build", [*SCHEDULED_BUILD, *_dbt_extra(args)])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .transform import run_dbt
+    from .transform import SCHEDULED_BUILD, run_dbt
 
     settings = _settings(args)
     while True:
         started = time.monotonic()
         status = _load_once(settings, args)
         if status == 0:
-            status = run_dbt(settings, "build", _dbt_extra(args))
+            status = run_dbt(settings, "build", [*SCHEDULED_BUILD, *_dbt_extra(args)])
         if args.every is None:
             return status
         if status != 0:

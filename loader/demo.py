@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import ConfigError, Settings
 from .pipeline import load
-from .transform import run_dbt
+from .transform import SCHEDULED_BUILD, run_dbt
 
 _MARKER = ".flagsmith-warehouse-demo"
 DEMO_SECRET = "demo-secret"
@@ -109,7 +109,7 @@ def run_demo(data_dir: Path, *, deliveries: int = 400, identities: int = 40) -> 
     summary = load(settings)
     print(f"    {summary.line()}", flush=True)
     print("4/4 building the marts with dbt", flush=True)
-    status = run_dbt(settings, "build", ["--quiet"])
+    status = run_dbt(settings, "build", [*SCHEDULED_BUILD, "--quiet"])
     if status != 0:
         print(f"dbt build failed with exit code {status}", file=sys.stderr)
         return status

@@ -53,6 +53,11 @@ def dbt_command(
     ]
 
 
+# What a scheduled `transform` runs: models and data tests. dbt's unit tests check the SQL's
+# logic, not the data; they run in CI (`make test`), not on every scheduled build.
+SCHEDULED_BUILD = ("--exclude-resource-type", "unit_test")
+
+
 def run_dbt(
     settings: Settings, command: str | Sequence[str] = "build", extra: Sequence[str] = ()
 ) -> int:

@@ -190,3 +190,28 @@
         and Postgres alike, whatever the session's time zone. -#}
     cast(({{ timestamp_expression }}) at time zone 'UTC' as date)
 {%- endmacro %}
+
+
+{#- ------------------------------------------------------------- value_at_latest / earliest -#}
+
+{% macro value_at_latest(value, order_by) -%}
+    {{ return(adapter.dispatch('value_at_latest', 'flagsmith_warehouse')(value, order_by, true)) }}
+{%- endmacro %}
+
+{% macro value_at_earliest(value, order_by) -%}
+    {{ return(adapter.dispatch('value_at_latest', 'flagsmith_warehouse')(value, order_by, false)) }}
+{%- endmacro %}
+
+{% macro default__value_at_latest(value, order_by, latest) -%}
+    {#- Aggregate: `value` of the row that sorts last (or first) by the columns in `order_by`.
+        Standard SQL through an ordered array_agg; DuckDB has a faster native aggregate. -#}
+    (array_agg({{ value }} order by
+        {%- for column in order_by %} {{ column }} {{ 'desc' if latest else 'asc' }}{{ ',' if not loop.last }}{% endfor -%}
+    ))[1]
+{%- endmacro %}
+
+{% macro duckdb__value_at_latest(value, order_by, latest) -%}
+    {#- the _null variants return a null value when that is the latest row's (plain arg_max
+        would skip it) -#}
+    {{ 'arg_max_null' if latest else 'arg_min_null' }}({{ value }}, ({{ order_by | join(', ') }}))
+{%- endmacro %}

@@ -24,18 +24,40 @@ new_evaluations as (
 ),
 
 {% if is_incremental() %}
-earlier_first_exposure_days as (
+pairs_first_seen_now as (
+    -- pairs whose first exposure is one of the new evaluations: pairs new to the feature, or a
+    -- late delivery that came before everything known of the pair
     select
-        environment_id,
-        feature_id,
-        {{ flagsmith_warehouse.utc_date('min(received_at)') }} as exposure_date
+        new_starts.environment_id,
+        new_starts.identity,
+        new_starts.feature_id
+    from (
+        select environment_id, identity, feature_id, min(received_at) as first_new_at
+        from new_evaluations
+        group by environment_id, identity, feature_id
+    ) as new_starts
+    inner join first_exposures
+        on
+            new_starts.environment_id = first_exposures.environment_id
+            and new_starts.identity = first_exposures.identity
+            and new_starts.feature_id = first_exposures.feature_id
+            and new_starts.first_new_at = first_exposures.first_exposed_at
+),
+
+earlier_first_exposure_days as (
+    -- the day those pairs were first exposed before this run (if they were): it loses one
+    select
+        all_evaluations.environment_id,
+        all_evaluations.feature_id,
+        {{ flagsmith_warehouse.utc_date('min(all_evaluations.received_at)') }} as exposure_date
     from all_evaluations
-    where
-        not ({{ flagsmith_warehouse.new_input_condition() }})
-        and (environment_id, identity, feature_id) in (
-            select environment_id, identity, feature_id from new_evaluations
-        )
-    group by environment_id, identity, feature_id
+    inner join pairs_first_seen_now as pairs
+        on
+            all_evaluations.environment_id = pairs.environment_id
+            and all_evaluations.identity = pairs.identity
+            and all_evaluations.feature_id = pairs.feature_id
+    where not ({{ flagsmith_warehouse.new_input_condition() }})
+    group by all_evaluations.environment_id, all_evaluations.identity, all_evaluations.feature_id
 ),
 {% endif %}
 

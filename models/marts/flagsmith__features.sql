@@ -18,33 +18,23 @@ first_exposures as (
     select * from {{ ref('flagsmith__first_exposures') }}
 ),
 
-new_evaluations_ranked as (
-    select
-        *,
-        min(received_at) over (partition by environment_id, feature_id) as new_first_seen_at,
-        row_number() over (
-            partition by environment_id, feature_id
-            order by received_at desc, delivery_id desc
-        ) as recency
-    from new_evaluations
-),
-
 candidates as (
+    -- per feature, the latest of the new evaluations
     select
         environment_id,
         feature_id,
-        received_at as latest_received_at,
-        delivery_id as latest_delivery_id,
-        feature_name,
-        feature_type,
-        feature_default_enabled as default_enabled,
-        feature_initial_value as initial_value,
-        feature_description as description,
-        feature_created_date as created_date,
-        new_first_seen_at as first_seen_at,
-        transform_batch_at
-    from new_evaluations_ranked
-    where recency = 1
+        max(received_at) as latest_received_at,
+        {{ flagsmith_warehouse.value_at_latest('delivery_id', ['received_at', 'delivery_id']) }} as latest_delivery_id,
+        {{ flagsmith_warehouse.value_at_latest('feature_name', ['received_at', 'delivery_id']) }} as feature_name,
+        {{ flagsmith_warehouse.value_at_latest('feature_type', ['received_at', 'delivery_id']) }} as feature_type,
+        {{ flagsmith_warehouse.value_at_latest('feature_default_enabled', ['received_at', 'delivery_id']) }} as default_enabled,
+        {{ flagsmith_warehouse.value_at_latest('feature_initial_value', ['received_at', 'delivery_id']) }} as initial_value,
+        {{ flagsmith_warehouse.value_at_latest('feature_description', ['received_at', 'delivery_id']) }} as description,
+        {{ flagsmith_warehouse.value_at_latest('feature_created_date', ['received_at', 'delivery_id']) }} as created_date,
+        min(received_at) as first_seen_at,
+        max(transform_batch_at) as transform_batch_at
+    from new_evaluations
+    group by environment_id, feature_id
     {% if is_incremental() %}
     union all
     select

@@ -1,55 +1,36 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'flagsmith__flag_evaluations', ['environment_id', 'identity']
+    'flagsmith__flag_exposure_periods', ['environment_id', 'identity', 'feature_id']
 )) }}
 
-{#- Any evaluation is an exposure, including one served 'off'. Incremental per identity, like the
-    exposure periods: a late delivery can move an identity's first exposure earlier. -#}
+{#- Any evaluation is an exposure, including one served 'off'. Derived from the exposure periods,
+    which already hold every evaluation of a pair in order: the first period's state is the first
+    exposure, the latest period carries the latest name and evaluation, and the distinct variants
+    of the periods are the variants ever served. Incremental per pair whose periods changed. -#}
 
 with
 
-all_evaluations as (
-    select * from {{ ref('flagsmith__flag_evaluations') }}
+all_periods as (
+    select * from {{ ref('flagsmith__flag_exposure_periods') }}
 ),
 
-identities_with_new_evaluations as (
-    select distinct
-        environment_id,
-        identity
-    from all_evaluations
+{% if is_incremental() %}
+pairs_with_new_periods as (
+    select distinct environment_id, identity, feature_id
+    from all_periods
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
+{% endif %}
 
-flag_evaluations as (
-    select * from all_evaluations
+exposure_periods as (
+    select all_periods.*
+    from all_periods
     {% if is_incremental() %}
-    where (environment_id, identity) in (
-        select environment_id, identity from identities_with_new_evaluations
-    )
+    inner join pairs_with_new_periods as pairs
+        on
+            all_periods.environment_id = pairs.environment_id
+            and all_periods.identity = pairs.identity
+            and all_periods.feature_id = pairs.feature_id
     {% endif %}
-),
-
-evaluations_ordered as (
-    select
-        environment_id,
-        identity,
-        feature_id,
-        received_at,
-        enabled,
-        value,
-        variant,
-        assignment_source,
-        row_number() over (
-            partition by environment_id, identity, feature_id
-            order by received_at, delivery_id
-        ) as evaluation_number,
-        first_value(feature_name) over (
-            partition by environment_id, identity, feature_id
-            order by received_at desc, delivery_id desc
-        ) as latest_feature_name,
-        max(transform_batch_at) over (
-            partition by environment_id, identity
-        ) as transform_batch_at
-    from flag_evaluations
 ),
 
 exposures_summarized as (
@@ -57,41 +38,45 @@ exposures_summarized as (
         environment_id,
         identity,
         feature_id,
-        max(received_at) as last_evaluated_at,
-        count(distinct variant) as variant_count
-    from evaluations_ordered
+        {{ flagsmith_warehouse.value_at_latest(
+            'feature_name', ['last_evaluated_at', 'last_delivery_id']
+        ) }} as feature_name,
+        min(valid_from) as first_exposed_at,
+        {{ flagsmith_warehouse.value_at_earliest('variant', ['valid_from', 'first_delivery_id']) }}
+            as first_variant,
+        {{ flagsmith_warehouse.value_at_earliest('enabled', ['valid_from', 'first_delivery_id']) }}
+            as first_enabled,
+        {{ flagsmith_warehouse.value_at_earliest('value', ['valid_from', 'first_delivery_id']) }}
+            as first_value,
+        {{ flagsmith_warehouse.value_at_earliest(
+            'assignment_source', ['valid_from', 'first_delivery_id']
+        ) }} as first_assignment_source,
+        max(last_evaluated_at) as last_evaluated_at,
+        count(distinct variant) as variant_count,
+        max(transform_batch_at) as transform_batch_at
+    from exposure_periods
     group by
         environment_id,
         identity,
         feature_id
 ),
 
-first_evaluations_picked as (
-    select * from evaluations_ordered
-    where evaluation_number = 1
-),
-
-first_exposures_joined as (
+multi_variant_flagged as (
     select
-        first_evaluations_picked.environment_id,
-        first_evaluations_picked.identity,
-        first_evaluations_picked.feature_id,
-        first_evaluations_picked.latest_feature_name as feature_name,
-        first_evaluations_picked.received_at as first_exposed_at,
-        first_evaluations_picked.variant as first_variant,
-        first_evaluations_picked.enabled as first_enabled,
-        first_evaluations_picked.value as first_value,
-        first_evaluations_picked.assignment_source as first_assignment_source,
-        exposures_summarized.last_evaluated_at,
-        exposures_summarized.variant_count,
-        exposures_summarized.variant_count > 1 as is_multi_variant,
-        first_evaluations_picked.transform_batch_at
-    from first_evaluations_picked
-    inner join exposures_summarized
-        on
-            first_evaluations_picked.environment_id = exposures_summarized.environment_id
-            and first_evaluations_picked.identity = exposures_summarized.identity
-            and first_evaluations_picked.feature_id = exposures_summarized.feature_id
+        environment_id,
+        identity,
+        feature_id,
+        feature_name,
+        first_exposed_at,
+        first_variant,
+        first_enabled,
+        first_value,
+        first_assignment_source,
+        last_evaluated_at,
+        variant_count,
+        variant_count > 1 as is_multi_variant,
+        transform_batch_at
+    from exposures_summarized
 )
 
-select * from first_exposures_joined
+select * from multi_variant_flagged

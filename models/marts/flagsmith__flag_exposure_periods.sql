@@ -1,12 +1,20 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'flagsmith__flag_evaluations', ['environment_id', 'identity']
+    'flagsmith__flag_evaluations', ['environment_id', 'identity', 'feature_id']
 )) }}
 
 {#- Gaps and islands over the evaluations of one feature for one identity, ordered by
     (received_at, delivery_id). A delivery that does not carry the feature has no row here, so it
-    neither continues nor ends a run. Incremental per identity: every identity with new
-    evaluations has all its periods recomputed from all its evaluations, so a late delivery that
-    falls inside an old period splits or extends it exactly as a full refresh would. -#}
+    neither continues nor ends a run.
+
+    Incremental per (identity, feature) with new evaluations, without rereading its history: the
+    existing periods of the pair are runs already found, so they go back into the gaps-and-islands
+    as items that stand for all their evaluations (count, first and last). New evaluations are
+    items of one. Consecutive items in the same state form one period, exactly as the
+    evaluations they stand for would. Only a period that a late evaluation falls strictly inside
+    can be split; that period alone is opened up into its evaluations. A full refresh is the same
+    computation with no existing periods. -#}
+
+{%- set state_columns = ['enabled', 'value', 'value_type', 'variant', 'assignment_source'] %}
 
 with
 
@@ -14,57 +22,149 @@ all_evaluations as (
     select * from {{ ref('flagsmith__flag_evaluations') }}
 ),
 
-identities_with_new_evaluations as (
-    select distinct
-        environment_id,
-        identity
-    from all_evaluations
+new_evaluations as materialized (
+    select * from all_evaluations
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
-flag_evaluations as (
-    select * from all_evaluations
-    {% if is_incremental() %}
-    where (environment_id, identity) in (
-        select environment_id, identity from identities_with_new_evaluations
-    )
-    {% endif %}
+{% if is_incremental() %}
+pairs_with_new_evaluations as (
+    select distinct environment_id, identity, feature_id from new_evaluations
 ),
 
-identity_batches as (
-    select
-        environment_id,
-        identity,
-        max(transform_batch_at) as transform_batch_at
-    from flag_evaluations
-    group by environment_id, identity
+existing_periods as materialized (
+    select existing.*
+    from {{ this }} as existing
+    inner join pairs_with_new_evaluations as pairs
+        on
+            existing.environment_id = pairs.environment_id
+            and existing.identity = pairs.identity
+            and existing.feature_id = pairs.feature_id
 ),
 
-evaluations_compared as (
+periods_split_by_late_evaluations as materialized (
+    select distinct
+        existing_periods.environment_id,
+        existing_periods.identity,
+        existing_periods.feature_id,
+        existing_periods.valid_from,
+        existing_periods.first_delivery_id,
+        existing_periods.last_evaluated_at,
+        existing_periods.last_delivery_id
+    from existing_periods
+    inner join new_evaluations
+        on
+            existing_periods.environment_id = new_evaluations.environment_id
+            and existing_periods.identity = new_evaluations.identity
+            and existing_periods.feature_id = new_evaluations.feature_id
+            and (new_evaluations.received_at, new_evaluations.delivery_id)
+                > (existing_periods.valid_from, existing_periods.first_delivery_id)
+            and (new_evaluations.received_at, new_evaluations.delivery_id)
+                < (existing_periods.last_evaluated_at, existing_periods.last_delivery_id)
+),
+
+evaluations_of_split_periods as (
+    select all_evaluations.*
+    from all_evaluations
+    inner join periods_split_by_late_evaluations as split
+        on
+            all_evaluations.environment_id = split.environment_id
+            and all_evaluations.identity = split.identity
+            and all_evaluations.feature_id = split.feature_id
+            and (all_evaluations.received_at, all_evaluations.delivery_id)
+                between (split.valid_from, split.first_delivery_id)
+                and (split.last_evaluated_at, split.last_delivery_id)
+    where
+        -- nothing to read (and no scan) in the usual case, when no late delivery split a period
+        all_evaluations.received_at
+            >= (select min(valid_from) from periods_split_by_late_evaluations)
+        and not ({{ flagsmith_warehouse.new_input_condition() }})
+),
+
+periods_kept_whole as (
+    select existing_periods.*
+    from existing_periods
+    left join periods_split_by_late_evaluations as split
+        on
+            existing_periods.environment_id = split.environment_id
+            and existing_periods.identity = split.identity
+            and existing_periods.feature_id = split.feature_id
+            and existing_periods.valid_from = split.valid_from
+            and existing_periods.first_delivery_id = split.first_delivery_id
+    where split.valid_from is null
+),
+{% endif %}
+
+evaluation_items as (
     select
         environment_id,
         identity,
         feature_id,
+        {% for column in state_columns %}{{ column }},
+        {% endfor -%}
+        received_at as starts_at,
+        delivery_id as starts_with_delivery_id,
+        received_at as ends_at,
+        delivery_id as ends_with_delivery_id,
+        1 as evaluation_count,
+        feature_name,
+        environment_key,
+        transform_batch_at
+    from new_evaluations
+    {% if is_incremental() %}
+    union all
+    select
+        environment_id,
+        identity,
+        feature_id,
+        {% for column in state_columns %}{{ column }},
+        {% endfor -%}
+        received_at,
         delivery_id,
         received_at,
-        environment_key,
+        delivery_id,
+        1,
         feature_name,
-        enabled,
-        value,
-        value_type,
-        variant,
-        assignment_source,
-        row_number() over evaluation_order = 1
-        or enabled is distinct from lag(enabled) over evaluation_order
-        or value is distinct from lag(value) over evaluation_order
-        or value_type is distinct from lag(value_type) over evaluation_order
-        or variant is distinct from lag(variant) over evaluation_order
-        or assignment_source is distinct from lag(assignment_source) over evaluation_order
+        environment_key,
+        transform_batch_at
+    from evaluations_of_split_periods
+    {% endif %}
+),
+
+items as (
+    select * from evaluation_items
+    {% if is_incremental() %}
+    union all
+    select
+        environment_id,
+        identity,
+        feature_id,
+        {% for column in state_columns %}{{ column }},
+        {% endfor -%}
+        valid_from,
+        first_delivery_id,
+        last_evaluated_at,
+        last_delivery_id,
+        evaluation_count,
+        feature_name,
+        environment_key,
+        transform_batch_at
+    from periods_kept_whole
+    {% endif %}
+),
+
+items_compared as (
+    select
+        *,
+        row_number() over item_order = 1
+        {% for column in state_columns -%}
+        or {{ column }} is distinct from lag({{ column }}) over item_order
+        {% endfor -%}
             as is_run_start
-    from flag_evaluations
-    window evaluation_order as (
+    from items
+    window item_order as (
         partition by environment_id, identity, feature_id
-        order by received_at, delivery_id
+        order by starts_at, starts_with_delivery_id
     )
 ),
 
@@ -73,24 +173,10 @@ runs_numbered as (
         *,
         sum(case when is_run_start then 1 else 0 end) over (
             partition by environment_id, identity, feature_id
-            order by received_at, delivery_id
+            order by starts_at, starts_with_delivery_id
             rows between unbounded preceding and current row
         ) as run_number
-    from evaluations_compared
-),
-
-runs_described as (
-    select
-        *,
-        first_value(feature_name) over (
-            partition by environment_id, identity, feature_id, run_number
-            order by received_at desc, delivery_id desc
-        ) as latest_feature_name,
-        first_value(environment_key) over (
-            partition by environment_id, identity, feature_id, run_number
-            order by received_at, delivery_id
-        ) as first_environment_key
-    from runs_numbered
+    from items_compared
 ),
 
 runs_aggregated as (
@@ -100,59 +186,54 @@ runs_aggregated as (
         identity,
         feature_id,
         run_number,
-        latest_feature_name as feature_name,
-        first_environment_key as environment_key,
-        enabled,
-        value,
-        value_type,
-        variant,
-        assignment_source,
-        min(received_at) as valid_from,
-        max(received_at) as last_evaluated_at,
-        count(*) as evaluation_count
-    from runs_described
+        {% for column in state_columns %}{{ column }},
+        {% endfor -%}
+        min(starts_at) as valid_from,
+        {{ flagsmith_warehouse.value_at_earliest(
+            'starts_with_delivery_id', ['starts_at', 'starts_with_delivery_id']
+        ) }} as first_delivery_id,
+        max(ends_at) as last_evaluated_at,
+        {{ flagsmith_warehouse.value_at_latest(
+            'ends_with_delivery_id', ['ends_at', 'ends_with_delivery_id']
+        ) }} as last_delivery_id,
+        sum(evaluation_count) as evaluation_count,
+        {{ flagsmith_warehouse.value_at_latest(
+            'feature_name', ['ends_at', 'ends_with_delivery_id']
+        ) }} as feature_name,
+        {{ flagsmith_warehouse.value_at_earliest(
+            'environment_key', ['starts_at', 'starts_with_delivery_id']
+        ) }} as environment_key,
+        max(transform_batch_at) as transform_batch_at
+    from runs_numbered
     group by
         environment_id,
         identity,
         feature_id,
         run_number,
-        latest_feature_name,
-        first_environment_key,
-        enabled,
-        value,
-        value_type,
-        variant,
-        assignment_source
+        {% for column in state_columns %}{{ column }}{{ ',' if not loop.last }}
+        {% endfor %}
 ),
 
 periods_closed as (
     select
-        runs_aggregated.environment_id,
-        runs_aggregated.identity,
-        runs_aggregated.feature_id,
-        runs_aggregated.valid_from,
-        runs_aggregated.feature_name,
-        runs_aggregated.enabled,
-        runs_aggregated.value,
-        runs_aggregated.value_type,
-        runs_aggregated.variant,
-        runs_aggregated.assignment_source,
-        lead(runs_aggregated.valid_from) over (
-            partition by
-                runs_aggregated.environment_id,
-                runs_aggregated.identity,
-                runs_aggregated.feature_id
-            order by runs_aggregated.run_number
+        environment_id,
+        identity,
+        feature_id,
+        valid_from,
+        feature_name,
+        {% for column in state_columns %}{{ column }},
+        {% endfor -%}
+        lead(valid_from) over (
+            partition by environment_id, identity, feature_id
+            order by run_number
         ) as valid_to,
-        runs_aggregated.last_evaluated_at,
-        runs_aggregated.evaluation_count,
-        runs_aggregated.environment_key,
-        identity_batches.transform_batch_at
+        last_evaluated_at,
+        cast(evaluation_count as bigint) as evaluation_count,
+        environment_key,
+        first_delivery_id,
+        last_delivery_id,
+        transform_batch_at
     from runs_aggregated
-    inner join identity_batches
-        on
-            runs_aggregated.environment_id = identity_batches.environment_id
-            and runs_aggregated.identity = identity_batches.identity
 ),
 
 currency_flagged as (
@@ -162,16 +243,15 @@ currency_flagged as (
         feature_id,
         valid_from,
         feature_name,
-        enabled,
-        value,
-        value_type,
-        variant,
-        assignment_source,
+        {% for column in state_columns %}{{ column }},
+        {% endfor -%}
         valid_to,
         last_evaluated_at,
         evaluation_count,
         valid_to is null as is_current,
         environment_key,
+        first_delivery_id,
+        last_delivery_id,
         transform_batch_at
     from periods_closed
 )

@@ -20,33 +20,20 @@ segment_periods as (
     select * from {{ ref('flagsmith__segment_membership_periods') }}
 ),
 
-new_listings_ranked as (
-    select
-        environment_id,
-        segment_id,
-        segment_name,
-        received_at,
-        delivery_id,
-        transform_batch_at,
-        min(received_at) over (partition by environment_id, segment_id) as new_first_seen_at,
-        row_number() over (
-            partition by environment_id, segment_id
-            order by received_at desc, delivery_id desc
-        ) as recency
-    from new_listings
-),
-
 candidates as (
+    -- per segment, the latest of the new listings
     select
         environment_id,
         segment_id,
-        segment_name,
-        new_first_seen_at as first_seen_at,
-        received_at as last_seen_at,
-        delivery_id as latest_delivery_id,
-        transform_batch_at
-    from new_listings_ranked
-    where recency = 1
+        {{ flagsmith_warehouse.value_at_latest('segment_name', ['received_at', 'delivery_id']) }}
+            as segment_name,
+        min(received_at) as first_seen_at,
+        max(received_at) as last_seen_at,
+        {{ flagsmith_warehouse.value_at_latest('delivery_id', ['received_at', 'delivery_id']) }}
+            as latest_delivery_id,
+        max(transform_batch_at) as transform_batch_at
+    from new_listings
+    group by environment_id, segment_id
     {% if is_incremental() %}
     union all
     select
