@@ -41,30 +41,29 @@ IDENTITY_TABLE = "identity_webhooks"
 QUARANTINE_TABLE = "quarantined_webhooks"
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
+_COMMON_FIELDS = [
+    pa.field("delivery_id", pa.string(), nullable=False),
+    pa.field("received_at", _TIMESTAMP, nullable=False),
+    pa.field("environment_key", pa.string()),
+    pa.field("signature_status", pa.string(), nullable=False),
+    pa.field("body_sha256", pa.string(), nullable=False),
+]
+_DLT_ID = pa.field("_dlt_id", pa.string(), nullable=False)
 IDENTITY_SCHEMA = pa.schema(
-    [
-        pa.field("delivery_id", pa.string(), nullable=False),
-        pa.field("received_at", _TIMESTAMP, nullable=False),
-        pa.field("environment_key", pa.string()),
-        pa.field("signature_status", pa.string(), nullable=False),
-        pa.field("body_sha256", pa.string(), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),
-    ]
+    [*_COMMON_FIELDS, pa.field("payload", pa.string(), nullable=False), _DLT_ID]
 )
 QUARANTINE_SCHEMA = pa.schema(
     [
-        pa.field("delivery_id", pa.string(), nullable=False),
-        pa.field("received_at", _TIMESTAMP, nullable=False),
-        pa.field("environment_key", pa.string()),
-        pa.field("signature_status", pa.string(), nullable=False),
+        *_COMMON_FIELDS,
         pa.field("reason", pa.string(), nullable=False),
         pa.field("body", pa.string(), nullable=False),
         pa.field("body_base64", pa.string(), nullable=False),
-        pa.field("body_sha256", pa.string(), nullable=False),
+        _DLT_ID,
     ]
 )
 
 _COMMON_HINTS = {
+    "_dlt_id": {"data_type": "text", "nullable": False, "unique": True},
     "delivery_id": {"data_type": "text", "nullable": False, "unique": True},
     "received_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
     "environment_key": {"data_type": "text", "nullable": True},
@@ -112,7 +111,9 @@ def _configure_dlt() -> None:
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
     os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
-    os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
+    # `_dlt_id` comes with the arrow table (the delivery id, unique and stable across retries):
+    # letting dlt generate one per row would make it rewrite every file it normalizes.
+    os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID"] = "false"
     logging.getLogger("dlt").setLevel(logging.ERROR)
 
 
@@ -175,34 +176,59 @@ def _resources(identity: pa.Table, quarantine: pa.Table) -> list:
 
 
 def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
-    """Arrow tables for the two raw tables. The body is decoded, never parsed, here."""
-    identity: dict[str, list] = {name: [] for name in IDENTITY_SCHEMA.names}
-    quarantine: dict[str, list] = {name: [] for name in QUARANTINE_SCHEMA.names}
-    for delivery in deliveries:
-        digest = hashlib.sha256(delivery.body).hexdigest()
-        text = None
-        if delivery.kind == "identity":
-            try:
-                text = delivery.body.decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-        if text is not None:
-            columns = identity
-            columns["payload"].append(text)
-        else:
-            columns = quarantine
-            columns["reason"].append(delivery.reason or "not_utf8")
-            columns["body"].append(delivery.body.decode("utf-8", errors="replace"))
-            columns["body_base64"].append(base64.b64encode(delivery.body).decode("ascii"))
-        columns["delivery_id"].append(delivery.delivery_id)
-        columns["received_at"].append(delivery.received_at)
-        columns["environment_key"].append(delivery.environment_key)
-        columns["signature_status"].append(delivery.signature_status)
-        columns["body_sha256"].append(digest)
-    return (
-        pa.Table.from_pydict(identity, schema=IDENTITY_SCHEMA),
-        pa.Table.from_pydict(quarantine, schema=QUARANTINE_SCHEMA),
+    """Arrow tables for the two raw tables.
+
+    Bodies are not parsed here: the receiver classified each one when it arrived, and the spool
+    record carrying that verdict is checksummed. An identity body becomes the JSON column as is
+    (arrow checks that it is UTF-8 in C); a quarantined one is kept as text and base64.
+    """
+    identity = [d for d in deliveries if d.kind == "identity"]
+    quarantine = [d for d in deliveries if d.kind != "identity"]
+    try:
+        payloads = pa.array([d.body for d in identity], pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:  # not UTF-8: cannot be JSON, whatever the record says
+        quarantine += [d for d in identity if not _is_utf8(d.body)]
+        identity = [d for d in identity if _is_utf8(d.body)]
+        payloads = pa.array([d.body for d in identity], pa.binary()).cast(pa.string())
+    identity_table = pa.Table.from_arrays(
+        [*_common_columns(identity), payloads, _ids(identity)],
+        schema=IDENTITY_SCHEMA,
     )
+    quarantine_table = pa.Table.from_arrays(
+        [
+            *_common_columns(quarantine),
+            pa.array([d.reason or "not_utf8" for d in quarantine], pa.string()),
+            pa.array([d.body.decode("utf-8", errors="replace") for d in quarantine], pa.string()),
+            pa.array([base64.b64encode(d.body).decode("ascii") for d in quarantine], pa.string()),
+            _ids(quarantine),
+        ],
+        schema=QUARANTINE_SCHEMA,
+    )
+    return identity_table, quarantine_table
+
+
+def _common_columns(deliveries: list[Delivery]) -> list[pa.Array]:
+    return [
+        pa.array([d.delivery_id for d in deliveries], pa.string()),
+        pa.array([d.received_at for d in deliveries], _TIMESTAMP),
+        pa.array([d.environment_key for d in deliveries], pa.string()),
+        pa.array([d.signature_status for d in deliveries], pa.string()),
+        pa.array(
+            [d.body_sha256 or hashlib.sha256(d.body).hexdigest() for d in deliveries], pa.string()
+        ),
+    ]
+
+
+def _ids(deliveries: list[Delivery]) -> pa.Array:
+    return pa.array([d.delivery_id for d in deliveries], pa.string())
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _run(pipeline, identity: pa.Table, quarantine: pa.Table) -> str | None:
