@@ -10,16 +10,13 @@
 
 with
 
-all_evaluations as (
-    select * from {{ ref('flagsmith__flag_evaluations') }}
-),
-
 first_exposures as (
     select * from {{ ref('flagsmith__first_exposures') }}
 ),
 
 new_evaluations as (
-    select * from all_evaluations
+    -- each CTE reads the relation itself, so its own filter prunes row groups
+    select * from {{ ref('flagsmith__flag_evaluations') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
@@ -50,7 +47,7 @@ earlier_first_exposure_days as (
         all_evaluations.environment_id,
         all_evaluations.feature_id,
         {{ flagsmith_warehouse.utc_date('min(all_evaluations.received_at)') }} as exposure_date
-    from all_evaluations
+    from {{ ref('flagsmith__flag_evaluations') }} as all_evaluations
     inner join pairs_first_seen_now as pairs
         on
             all_evaluations.environment_id = pairs.environment_id
@@ -81,7 +78,7 @@ day_evaluations as (
         variant,
         identity,
         transform_batch_at
-    from all_evaluations
+    from {{ ref('flagsmith__flag_evaluations') }}
     {% if is_incremental() %}
     where
         received_at >= (select min(exposure_date) - 1 from days_to_recompute)

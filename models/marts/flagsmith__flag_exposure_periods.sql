@@ -18,12 +18,9 @@
 
 with
 
-all_evaluations as (
-    select * from {{ ref('flagsmith__flag_evaluations') }}
-),
-
 new_evaluations as materialized (
-    select * from all_evaluations
+    -- read from the relation itself, not the shared CTE, so the watermark prunes row groups
+    select * from {{ ref('flagsmith__flag_evaluations') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
@@ -65,7 +62,7 @@ periods_split_by_late_evaluations as materialized (
 
 evaluations_of_split_periods as (
     select all_evaluations.*
-    from all_evaluations
+    from {{ ref('flagsmith__flag_evaluations') }} as all_evaluations
     inner join periods_split_by_late_evaluations as split
         on
             all_evaluations.environment_id = split.environment_id
