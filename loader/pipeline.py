@@ -6,9 +6,10 @@ How exactly-once holds through a crash at any instant:
    `delivery_id` with dlt's `insert-only` strategy: a row whose id is already there is skipped,
    so loading a batch again is a no-op.
 3. Segments leave claimed/ only after dlt reports the load committed.
-A crash before 3 leaves the segments in claimed/; the next run finishes any dlt package left
-pending (dlt would otherwise load the old package and silently drop the new data), then loads
-the claimed segments again, which inserts exactly what the crash kept out.
+A crash before 3 leaves the segments in claimed/; the next run drops any dlt package left pending
+(resuming one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old
+package and silently drop the new data), then loads the claimed segments again as a new
+package, which inserts exactly what the crash kept out.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
 not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).
@@ -21,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -114,6 +116,9 @@ def _configure_dlt() -> None:
     # `_dlt_id` comes with the arrow table (the delivery id, unique and stable across retries):
     # letting dlt generate one per row would make it rewrite every file it normalizes.
     os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID"] = "false"
+    # Disk stays proportional to the backlog: no job files or staging rows kept after a load.
+    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
+    os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
     logging.getLogger("dlt").setLevel(logging.ERROR)
 
 
@@ -234,14 +239,31 @@ def _is_utf8(body: bytes) -> bool:
 def _run(pipeline, identity: pa.Table, quarantine: pa.Table) -> str | None:
     info = pipeline.run(_resources(identity, quarantine))
     info.raise_on_failed_jobs()
+    _forget_loaded_packages(pipeline)
     return info.loads_ids[-1] if info.loads_ids else None
 
 
-def _finish_pending(pipeline) -> None:
+def _forget_loaded_packages(pipeline) -> None:
+    """dlt keeps every loaded package's folder; the warehouse has the data, so drop them."""
+    loaded = Path(pipeline.working_dir) / "load" / "loaded"
+    if loaded.is_dir():
+        for package in loaded.iterdir():
+            shutil.rmtree(package, ignore_errors=True)
+
+
+def _discard_pending(pipeline) -> None:
+    """Drop load packages an interrupted run left behind; their segments are still claimed.
+
+    dlt would resume such a package, but resuming is not exactly-once: a copy into the staging
+    table that committed before the crash runs again, and the insert-only merge then inserts
+    both copies (tests/test_loader_crash.py, crash point "loading"). The claimed segments are
+    the source of truth, so they are loaded again as a new package, which starts with an empty
+    staging table, and the merge skips whatever the interrupted run had already committed.
+    Never leaving a package pending also keeps `run(data)` from silently ignoring new data.
+    """
     if pipeline.has_pending_data:
-        log.info("finishing a load package left pending by an interrupted run")
-        info = pipeline.run()
-        info.raise_on_failed_jobs()
+        log.warning("dropping a load package left by an interrupted run; reloading its segments")
+        pipeline.drop_pending_packages()
 
 
 def load(
@@ -263,7 +285,7 @@ def load(
         )
         with writer_lock:
             pipeline = make_pipeline(settings)
-            _finish_pending(pipeline)
+            _discard_pending(pipeline)
             pending = reader.claimed()
             if not _raw_tables_exist(pipeline):
                 # An empty first load creates both raw tables, so dbt can build before data.

@@ -1,0 +1,93 @@
+"""Run `load` and kill the process with SIGKILL at a chosen point: a crash test harness.
+
+    python -m tests.harness.crash_loader POINT
+
+Settings come from the environment like `flagsmith-warehouse load`. The kill is wired in here by
+wrapping the loader's own functions, so the production code carries no test hook. POINT is the
+first moment of the second batch (the first batch commits normally) at which to die:
+
+    claimed        segments moved to claimed/, nothing read yet
+    extracted      dlt extracted the batch into a load package, not normalized
+    normalized     normalized, not loaded
+    loading        the batch copied into dlt's staging table, not merged into the raw table
+    committed      the raw table has the batch, the spool still has its segments
+    releasing      half of the batch's segments removed from the spool
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from loader import pipeline
+from loader.config import Settings
+from loader.spool import SpoolReader
+
+POINTS = ("claimed", "extracted", "normalized", "loading", "committed", "releasing")
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(point: str) -> None:
+    if point not in POINTS:
+        raise SystemExit(f"unknown point {point!r}; one of {', '.join(POINTS)}")
+    batches = {"n": 0}
+
+    real_take = pipeline._take_batch
+
+    def take_batch(*args, **kwargs):
+        batches["n"] += 1
+        if point == "claimed" and batches["n"] == 2:
+            die()
+        return real_take(*args, **kwargs)
+
+    pipeline._take_batch = take_batch
+
+    import dlt
+    from dlt.destinations.impl.duckdb import duck
+
+    real_normalize = dlt.Pipeline.normalize
+    real_load = dlt.Pipeline.load
+    real_copy = duck.DuckDbCopyJob.run
+
+    def normalize(self, *args, **kwargs):
+        if point == "extracted" and batches["n"] == 2:
+            die()
+        return real_normalize(self, *args, **kwargs)
+
+    def load(self, *args, **kwargs):
+        if point == "normalized" and batches["n"] == 2:
+            die()
+        return real_load(self, *args, **kwargs)
+
+    def copy(job):
+        real_copy(job)
+        if point == "loading" and batches["n"] == 2 and "identity_webhooks" in job._file_path:
+            die()
+
+    dlt.Pipeline.normalize = normalize
+    dlt.Pipeline.load = load
+    duck.DuckDbCopyJob.run = copy
+
+    real_release = SpoolReader.release
+
+    def release(self, paths):
+        if batches["n"] == 2 and point == "committed":
+            die()
+        if batches["n"] == 2 and point == "releasing":
+            real_release(self, paths[: max(1, len(paths) // 2)])
+            die()
+        return real_release(self, paths)
+
+    SpoolReader.release = release
+    pipeline.load(Settings.from_env())
+    print("the load finished without reaching the crash point", file=sys.stderr)
+    sys.exit(3)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
