@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,7 +264,11 @@ def _discard_pending(pipeline) -> None:
     """
     if pipeline.has_pending_data:
         log.warning("dropping a load package left by an interrupted run; reloading its segments")
-        pipeline.drop_pending_packages()
+        # abort_packages (its successor) would also record the package as aborted through a
+        # load step; a plain drop is what is wanted here, and dlt < 2 is pinned.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pipeline.drop_pending_packages()
 
 
 def load(
@@ -351,9 +356,12 @@ def _table_exists(client, name: str) -> bool:
 
 
 def print_progress(summary: LoadSummary, backlog: dict[str, int]) -> None:
+    """One line, rewritten in place: what is done, how fast, and what is still waiting."""
     rate = summary.deliveries / summary.seconds if summary.seconds else 0.0
-    waiting = backlog.get("ready_segments", 0) + backlog.get("claimed_segments", 0)
+    segments = sum(backlog.get(f"{state}_segments", 0) for state in ("ready", "claimed"))
+    megabytes = sum(backlog.get(f"{state}_bytes", 0) for state in ("ready", "claimed")) / 1e6
     sys.stderr.write(
-        f"\rloaded {summary.deliveries} deliveries, {rate:.0f}/s, {waiting} segments waiting   "
+        f"\rloaded {summary.deliveries} deliveries in {summary.batches} batches, {rate:.0f}/s;"
+        f" waiting: {segments} segments ({megabytes:.1f} MB)   "
     )
     sys.stderr.flush()

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 
@@ -139,3 +141,95 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     assert main(["demo", "--data-dir", str(tmp_path)]) == 2
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_transform_waits_for_the_loader_instead_of_failing_on_the_duckdb_lock(tmp_path):
+    from loader.locks import warehouse_writer_lock
+
+    duckdb_path = tmp_path / "warehouse.duckdb"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FLAGSMITH_DUCKDB_PATH": str(duckdb_path),
+        "FLAGSMITH_STATE_DIR": str(tmp_path / "state"),
+    }
+    with exclusive(warehouse_writer_lock(duckdb_path), what="a test load"):
+        transform = subprocess.Popen(
+            [sys.executable, "-m", "loader.cli", "transform"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                transform.wait(timeout=3)  # still waiting: it has not touched the file
+            assert not duckdb_path.exists()
+        finally:
+            transform.kill()
+            _, stderr = transform.communicate()
+    assert "waiting for the loader to finish" in stderr
+
+
+def test_load_without_a_terminal_logs_one_summary_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "loader.cli", "load"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
+            "FLAGSMITH_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+            "FLAGSMITH_STATE_DIR": str(tmp_path / "state"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("loaded 0 deliveries (0 identity webhooks, 0 quarantined)")
+
+
+def test_load_on_a_terminal_shows_progress(tmp_path):
+    import pty
+
+    from loader.spool import Delivery, SpoolWriter, new_delivery_id
+
+    writer = SpoolWriter(tmp_path / "spool", segment_bytes=1)
+    body = (SHARED / "no_segments_no_traits.json").read_bytes()
+    for _ in range(6):
+        now = datetime.now(UTC)
+        writer.append(Delivery(new_delivery_id(now), now, body))
+    writer.close()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
+        "FLAGSMITH_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "FLAGSMITH_STATE_DIR": str(tmp_path / "state"),
+        "FLAGSMITH_LOAD_BATCH_SIZE": "2",
+    }
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loader.cli", "load"],
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(leader)
+    text = output.decode()
+    assert "\rloaded 2 deliveries in 1 batches" in text and "waiting:" in text
+    assert "loaded 6 deliveries (6 identity webhooks, 0 quarantined)" in text
