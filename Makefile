@@ -22,12 +22,12 @@ test: install lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check loader tests
-	$(BIN)/ruff format --check loader tests
+	$(BIN)/ruff check loader tests bench
+	$(BIN)/ruff format --check loader tests bench
 
 format: install
-	$(BIN)/ruff format loader tests
-	$(BIN)/ruff check --fix loader tests
+	$(BIN)/ruff format loader tests bench
+	$(BIN)/ruff check --fix loader tests bench
 
 clean:
 	rm -rf $(VENV) target logs data .pytest_cache .ruff_cache

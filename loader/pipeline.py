@@ -294,7 +294,7 @@ def load(
             pending = reader.claimed()
             if not _raw_tables_exist(pipeline):
                 # An empty first load creates both raw tables, so dbt can build before data.
-                summary.load_ids.append(_run(pipeline, *to_tables([])) or "")
+                _run(pipeline, *to_tables([]))
             while max_batches is None or summary.batches < max_batches:
                 if not pending:
                     pending = reader.claim()

@@ -107,6 +107,14 @@ def test_unwritable_spool_answers_503_never_2xx(client, settings, monkeypatch):
     assert answer.json == {"error": "spool_unwritable"}
 
 
+def test_read_only_spool_answers_503_never_2xx(client, settings, read_only_filesystem):
+    _, body, signature = EXAMPLES[0]
+    answer = post(client, body, signature)
+    assert answer.status_code == 503
+    assert answer.json == {"error": "spool_unwritable"}
+    assert _stored(settings) == []
+
+
 def test_get_on_the_webhook_is_405_and_unknown_path_404(client):
     assert client.get("/webhooks/flagsmith").status_code == 405
     assert client.post("/webhooks/other", data=b"{}").status_code == 404

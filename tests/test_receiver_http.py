@@ -438,3 +438,36 @@ def test_sighup_applies_an_edited_secrets_file_without_a_restart(tmp_path):
         assert _request(port, BODY, headers=_signed(BODY, b"second"), path=path)[0] == 202
     finally:
         stop(process)
+
+
+def test_sigterm_lets_a_request_in_flight_finish_and_be_stored(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLAGSMITH_WEBHOOK_SECRET": NEW_SECRET.decode(),
+        "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    port = free_port()
+    process = start_receiver(env, port)
+    wait_ready(f"http://127.0.0.1:{port}", process)
+    head = (
+        b"POST /webhooks/flagsmith HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nX-Flagsmith-Signature: "
+        + sign(BODY, NEW_SECRET).encode()
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(head + BODY[:100])  # the request is in flight, its body half sent
+        time.sleep(0.5)
+        os.kill(process.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        connection.sendall(BODY[100:])
+        answer = b""
+        while chunk := _recv(connection):
+            answer += chunk
+    process.wait(timeout=30)
+    status = int(answer.split(b" ", 2)[1])
+    assert status == 202, answer
+    delivery_id = json.loads(answer.partition(b"\r\n\r\n")[2])["delivery_id"]
+    stored = {d.delivery_id: d for d in iter_all_deliveries(tmp_path / "spool")}
+    assert stored[delivery_id].body == BODY
+    assert not list((tmp_path / "spool" / "open").glob("*.seg")), "the segment was sealed"
