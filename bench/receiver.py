@@ -124,7 +124,9 @@ def bench_receiver(workdir: Path, script: Path, seconds: int, connections: int) 
     process = start_receiver(env, port)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
-        result = run_wrk(f"http://127.0.0.1:{port}/webhooks/flagsmith", script, seconds, connections)
+        result = run_wrk(
+            f"http://127.0.0.1:{port}/webhooks/flagsmith", script, seconds, connections
+        )
     finally:
         stop(process)
     stored = sum(1 for _ in iter_all_deliveries(spool))
@@ -189,15 +191,19 @@ def main() -> int:
         "rounds": rounds,
     }
     print()
-    print(f"body {len(body)} bytes, {args.connections} connections, {args.seconds}s x {args.repeat}")
+    print(
+        f"body {len(body)} bytes, {args.connections} connections, {args.seconds}s x {args.repeat}"
+    )
     print(f"{'':10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
     for side in ("bare", "receiver"):
         print(
             f"{side:10}{median(side, 'rps'):>10.0f}{median(side, 'p50_ms'):>10.1f}"
             f"{median(side, 'p99_ms'):>10.1f}"
         )
-    print(f"throughput ratio receiver/bare: {ratio:.2f}  (target >= 0.60: "
-          f"{'PASS' if ratio >= 0.6 else 'MISS'})")
+    print(
+        f"throughput ratio receiver/bare: {ratio:.2f}  (target >= 0.60: "
+        f"{'PASS' if ratio >= 0.6 else 'MISS'})"
+    )
     print(f"receiver p99: {p99:.1f} ms  (target <= 50: {'PASS' if p99 <= 50 else 'MISS'})")
     print(f"every 2xx durable: {'PASS' if durable else 'FAIL'}")
     out = REPO / "bench" / "out"

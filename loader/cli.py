@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_load_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
         command.add_argument(
-            "--batch-size", type=int, help="deliveries per dlt load (default 2500)"
+            "--batch-size", type=int, help="deliveries per dlt load (default 1000)"
         )
         command.add_argument("--max-batches", type=int, help="stop after this many batches")
         command.add_argument(

@@ -81,6 +81,7 @@ QUARANTINE_HINTS = {
     "body_base64": {"data_type": "text", "nullable": False},
 }
 _INSERT_ONLY = {"disposition": "merge", "strategy": "insert-only"}
+LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
 @dataclass
@@ -123,12 +124,15 @@ def _configure_dlt() -> None:
     logging.getLogger("dlt").setLevel(logging.ERROR)
 
 
-def destination(settings: Settings):
+def destination(settings: Settings, connection=None):
+    """dlt's destination for the configured warehouse; on DuckDB through `connection`."""
     import dlt
 
     if settings.warehouse == "duckdb":
-        settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.duckdb(str(settings.duckdb_path))
+        if connection is None:
+            settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+            return dlt.destinations.duckdb(str(settings.duckdb_path))
+        return dlt.destinations.duckdb(connection)
     if settings.warehouse == "postgres":
         return dlt.destinations.postgres(_postgres_credentials())
     raise ValueError(f"unknown warehouse {settings.warehouse!r}")
@@ -146,16 +150,40 @@ def _postgres_credentials() -> str:
     return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}"
 
 
-def make_pipeline(settings: Settings):
+def make_pipeline(settings: Settings, connection=None):
     import dlt
 
     _configure_dlt()
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         pipelines_dir=str(settings.state_dir / "dlt"),
-        destination=destination(settings),
+        destination=destination(settings, connection),
         dataset_name=DATASET,
     )
+
+
+@contextlib.contextmanager
+def _duckdb_connection(settings: Settings):
+    """The loader's own DuckDB connection (closed when the load ends), or None elsewhere.
+
+    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows (the merge
+    reads every delivery_id): capping it keeps the loader's memory a function of the batch
+    size, not of the history. Insertion order is not needed for a merge.
+    """
+    if settings.warehouse != "duckdb":
+        yield None
+        return
+    import duckdb
+
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    connection = duckdb.connect(
+        str(settings.duckdb_path),
+        config={"memory_limit": LOADER_DUCKDB_MEMORY, "preserve_insertion_order": False},
+    )
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def _resources(identity: pa.Table, quarantine: pa.Table) -> list:
@@ -288,8 +316,8 @@ def load(
             if settings.warehouse == "duckdb"
             else contextlib.nullcontext()
         )
-        with writer_lock:
-            pipeline = make_pipeline(settings)
+        with writer_lock, _duckdb_connection(settings) as connection:
+            pipeline = make_pipeline(settings, connection)
             _discard_pending(pipeline)
             pending = reader.claimed()
             if not _raw_tables_exist(pipeline):
