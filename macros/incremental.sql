@@ -196,3 +196,22 @@
         ) as transform_batch_at
     from identity_deliveries
 {%- endmacro %}
+
+
+{% macro join_run_ends(runs, deliveries) -%}
+    {#- Joins to a run (with `last_delivery_number`) the identity's delivery that ended it
+        (`last_delivery`) and the one after it (`next_delivery`, absent while the run is current),
+        from the numbered deliveries of `new_identity_deliveries_sql`. -#}
+    inner join {{ deliveries }} as last_delivery
+        on
+            {{ flagsmith_warehouse.partition_key(runs ~ '.environment_id') }}
+                = {{ flagsmith_warehouse.partition_key('last_delivery.environment_id') }}
+            and {{ runs }}.identity = last_delivery.identity
+            and {{ runs }}.last_delivery_number = last_delivery.delivery_number
+    left join {{ deliveries }} as next_delivery
+        on
+            {{ flagsmith_warehouse.partition_key(runs ~ '.environment_id') }}
+                = {{ flagsmith_warehouse.partition_key('next_delivery.environment_id') }}
+            and {{ runs }}.identity = next_delivery.identity
+            and {{ runs }}.last_delivery_number + 1 = next_delivery.delivery_number
+{%- endmacro %}

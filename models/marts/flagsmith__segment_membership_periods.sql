@@ -96,18 +96,7 @@ periods_closed as (
         next_delivery.delivery_id is null as is_current,
         last_delivery.transform_batch_at
     from runs_aggregated
-    inner join identity_deliveries as last_delivery
-        on
-            {{ flagsmith_warehouse.partition_key('runs_aggregated.environment_id') }}
-                = {{ flagsmith_warehouse.partition_key('last_delivery.environment_id') }}
-            and runs_aggregated.identity = last_delivery.identity
-            and runs_aggregated.last_delivery_number = last_delivery.delivery_number
-    left join identity_deliveries as next_delivery
-        on
-            {{ flagsmith_warehouse.partition_key('runs_aggregated.environment_id') }}
-                = {{ flagsmith_warehouse.partition_key('next_delivery.environment_id') }}
-            and runs_aggregated.identity = next_delivery.identity
-            and runs_aggregated.last_delivery_number + 1 = next_delivery.delivery_number
+    {{ flagsmith_warehouse.join_run_ends('runs_aggregated', 'identity_deliveries') }}
 )
 
 select * from periods_closed
