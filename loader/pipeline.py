@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -92,9 +92,7 @@ class LoadSummary:
     segments: int = 0
     batches: int = 0
     corrupt_ranges: int = 0
-    torn_tails: int = 0
     seconds: float = 0.0
-    load_ids: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         rate = self.deliveries / self.seconds if self.seconds else 0.0
@@ -191,21 +189,17 @@ def _resources(identity: pa.Table, quarantine: pa.Table) -> list:
 
     return [
         dlt.resource(
-            [identity],
-            name=IDENTITY_TABLE,
+            [table],
+            name=name,
             primary_key="delivery_id",
             write_disposition=_INSERT_ONLY,
-            columns=IDENTITY_HINTS,
+            columns=hints,
             max_table_nesting=0,
-        ),
-        dlt.resource(
-            [quarantine],
-            name=QUARANTINE_TABLE,
-            primary_key="delivery_id",
-            write_disposition=_INSERT_ONLY,
-            columns=QUARANTINE_HINTS,
-            max_table_nesting=0,
-        ),
+        )
+        for table, name, hints in (
+            (identity, IDENTITY_TABLE, IDENTITY_HINTS),
+            (quarantine, QUARANTINE_TABLE, QUARANTINE_HINTS),
+        )
     ]
 
 
@@ -265,11 +259,10 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-def _run(pipeline, identity: pa.Table, quarantine: pa.Table) -> str | None:
+def _run(pipeline, identity: pa.Table, quarantine: pa.Table) -> None:
     info = pipeline.run(_resources(identity, quarantine))
     info.raise_on_failed_jobs()
     _forget_loaded_packages(pipeline)
-    return info.loads_ids[-1] if info.loads_ids else None
 
 
 def _forget_loaded_packages(pipeline) -> None:
@@ -332,15 +325,13 @@ def load(
                 paths = [path for path, _ in batch]
                 deliveries = [delivery for _, found in batch for delivery in found]
                 identity, quarantine = to_tables(deliveries)
-                load_id = _run(pipeline, identity, quarantine)
+                _run(pipeline, identity, quarantine)
                 reader.release(paths)
                 summary.batches += 1
                 summary.segments += len(paths)
                 summary.deliveries += len(deliveries)
                 summary.identity_webhooks += identity.num_rows
                 summary.quarantined += quarantine.num_rows
-                if load_id:
-                    summary.load_ids.append(load_id)
                 summary.seconds = time.monotonic() - started
                 if progress is not None:
                     progress(summary, reader.backlog())
@@ -359,7 +350,6 @@ def _take_batch(reader: SpoolReader, pending: list[Path], batch_size: int, summa
         except FileNotFoundError:
             continue
         summary.corrupt_ranges += report.corrupt_ranges
-        summary.torn_tails += 1 if report.torn_tail_bytes else 0
         batch.append((path, deliveries))
         count += len(deliveries)
     return batch, pending

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -20,11 +20,7 @@ def raw_rows(connection: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def _normal(value):
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    if isinstance(value, date):
-        return value
-    return value
+    return value.astimezone(UTC) if isinstance(value, datetime) else value
 
 
 def _sort_key(row: dict, key: tuple[str, ...]):

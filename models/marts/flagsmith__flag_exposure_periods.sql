@@ -92,6 +92,15 @@ periods_kept_whole as (
 ),
 {% endif %}
 
+evaluations_to_place as (
+    -- the new evaluations, and on a late delivery the old ones of the periods it splits
+    select * from new_evaluations
+    {% if is_incremental() %}
+    union all
+    select * from evaluations_of_split_periods
+    {% endif %}
+),
+
 evaluation_items as (
     select
         environment_id,
@@ -107,25 +116,7 @@ evaluation_items as (
         feature_name,
         environment_key,
         transform_batch_at
-    from new_evaluations
-    {% if is_incremental() %}
-    union all
-    select
-        environment_id,
-        identity,
-        feature_id,
-        {% for column in state_columns %}{{ column }},
-        {% endfor -%}
-        received_at,
-        delivery_id,
-        received_at,
-        delivery_id,
-        1,
-        feature_name,
-        environment_key,
-        transform_batch_at
-    from evaluations_of_split_periods
-    {% endif %}
+    from evaluations_to_place
 ),
 
 items as (
