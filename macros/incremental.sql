@@ -9,11 +9,14 @@
        Input rows stamped after the watermark are new to it. A model that fails keeps its old
        watermark, so the next run processes both batches.
     3. Partitions. A mart's rows are a function of all the input rows of one partition (an
-       identity in an environment, or a day of a feature). A run recomputes every partition that
-       has new input rows from all of that partition's input, old and new, and replaces those
-       partitions whole (`flagsmith_replace_partitions`). Input is append-only, so a partition
-       without new input is unchanged, and one with new input is recomputed as a full refresh
-       would compute it: no lookback window to guess.
+       identity, an identity's feature, a day of a feature, a feature or segment). A run
+       recomputes every partition that has new input rows and replaces it whole
+       (`flagsmith_replace_partitions`). Input is append-only, so a partition without new input
+       is unchanged, and one with new input is computed as a full refresh would compute it: no
+       lookback window to guess. Most marts recompute from all of the partition's input; where
+       that would reread history, the mart's rows stand for their input instead (exposure
+       periods merge new evaluations into their runs; features and segments combine their row
+       with the new deliveries); each model's header says how.
 -#}
 
 
