@@ -51,12 +51,19 @@
 
 
 {% macro create_watermarks_table() -%}
-    {#- pre_hook of every incremental mart -#}
-    create table if not exists {{ flagsmith_warehouse.watermark_relation() }} (
-        model_name varchar not null,
-        transform_batch_at timestamp with time zone,
-        recorded_at timestamp with time zone not null
-    )
+    {#- pre_hook of stg_flagsmith__identity_webhooks, which runs before every mart, and of every
+        incremental mart (for a mart built alone or in another schema). Emitting the DDL only
+        when the table is missing keeps marts that dbt runs in parallel from colliding on it
+        (DuckDB: "Catalog write-write conflict on create"). -#}
+    {%- if adapter.get_relation(this.database, this.schema, 'flagsmith__transform_watermarks') -%}
+        select 1
+    {%- else -%}
+        create table if not exists {{ flagsmith_warehouse.watermark_relation() }} (
+            model_name varchar not null,
+            transform_batch_at timestamp with time zone,
+            recorded_at timestamp with time zone not null
+        )
+    {%- endif -%}
 {%- endmacro %}
 
 

@@ -2,6 +2,7 @@
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
+    pre_hook="{{ flagsmith_warehouse.create_watermarks_table() }}",
 ) }}
 
 {#- The only place the payload is parsed: once per delivery, into a typed value the list models
