@@ -241,9 +241,7 @@ def _common_columns(deliveries: list[Delivery]) -> list[pa.Array]:
         pa.array([d.received_at for d in deliveries], _TIMESTAMP),
         pa.array([d.environment_key for d in deliveries], pa.string()),
         pa.array([d.signature_status for d in deliveries], pa.string()),
-        pa.array(
-            [d.body_sha256 or hashlib.sha256(d.body).hexdigest() for d in deliveries], pa.string()
-        ),
+        pa.array([hashlib.sha256(d.body).hexdigest() for d in deliveries], pa.string()),
     ]
 
 

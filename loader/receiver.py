@@ -15,7 +15,6 @@ Decisions an operator may look for:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -117,7 +116,6 @@ def _receive(environment_key: str | None, started: float) -> Response:
         secret_fingerprint=fingerprint,
         kind=verdict.kind,
         reason=verdict.reason,
-        body_sha256=hashlib.sha256(body).hexdigest(),
     )
     try:
         receiver.writer.append(delivery)

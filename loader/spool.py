@@ -70,7 +70,6 @@ class Delivery:
     secret_fingerprint: str | None = None  # which secret verified it (never the secret)
     kind: str = "identity"  # or "quarantine"
     reason: str | None = None  # why it is quarantined
-    body_sha256: str | None = None  # hex digest of the body, taken at receipt
 
     def encode(self) -> bytes:
         meta = orjson.dumps(
@@ -82,7 +81,6 @@ class Delivery:
                 "secret_fingerprint": self.secret_fingerprint,
                 "kind": self.kind,
                 "reason": self.reason,
-                "body_sha256": self.body_sha256,
             }
         )
         rest = _META_LENGTH.pack(len(meta)) + meta + self.body
@@ -101,7 +99,6 @@ class Delivery:
             secret_fingerprint=meta.get("secret_fingerprint"),
             kind=meta.get("kind", "identity"),
             reason=meta.get("reason"),
-            body_sha256=meta.get("body_sha256"),
         )
 
 
