@@ -158,10 +158,16 @@
 
 
 {% macro new_identity_deliveries_sql() -%}
-    {#- A select of every delivery of each identity (in its environment) that has new deliveries,
-        numbered in order, with the identity's newest batch stamp: what the segment and trait
-        histories need to see that something was absent from a delivery. All identities on a
-        full refresh. -#}
+    {#- A select of the delivery instants of each identity (in its environment) that has new
+        deliveries, numbered in order, with the identity's newest batch stamp: what the segment
+        and trait histories need to see that something was absent from a delivery. All
+        identities on a full refresh.
+
+        Deliveries of one identity with the same received_at (two workers or two receivers
+        stamping the same microsecond) are one instant: their true order is unknown, so the last
+        by delivery_id stands for the instant's state (`delivery_id`), and all of them count as
+        evaluations (`deliveries_at_instant`). Runs then start at distinct times, which keeps
+        the histories' keys unique. -#}
     {%- set scope = flagsmith_warehouse.partition_key('environment_id') -%}
     with
 
@@ -190,6 +196,25 @@
             select environment_scope, identity from identities_with_new_deliveries
         )
         {% endif %}
+    ),
+
+    deliveries_ranked_in_instant as (
+        select
+            delivery_id,
+            environment_id,
+            identity,
+            received_at,
+            row_number() over (
+                partition by environment_id, identity, received_at
+                order by delivery_id desc
+            ) as rank_in_instant,
+            count(*) over (
+                partition by environment_id, identity, received_at
+            ) as deliveries_at_instant,
+            max(transform_batch_at) over (
+                partition by environment_id, identity
+            ) as transform_batch_at
+        from identity_deliveries
     )
 
     select
@@ -197,14 +222,14 @@
         environment_id,
         identity,
         received_at,
+        deliveries_at_instant,
         row_number() over (
             partition by environment_id, identity
-            order by received_at, delivery_id
+            order by received_at
         ) as delivery_number,
-        max(transform_batch_at) over (
-            partition by environment_id, identity
-        ) as transform_batch_at
-    from identity_deliveries
+        transform_batch_at
+    from deliveries_ranked_in_instant
+    where rank_in_instant = 1
 {%- endmacro %}
 
 

@@ -50,8 +50,12 @@ Ambiguities in contract.md, and how this oracle resolves them:
 14. Bodies that are not JSON objects with an ``identity`` are skipped (they belong in quarantine).
     Missing ``flags``/``traits``/``segments`` lists count as empty. A feature listed twice in one
     delivery (not expected) keeps its first entry.
-15. Keys are not deduplicated: two runs starting at the same ``received_at`` would collide on the
-    contract key. The oracle reports both; the simulator never produces equal times per identity.
+15. Simultaneous deliveries. Deliveries of one identity with the same ``received_at`` (two
+    workers or two receivers stamping the same microsecond) form one instant: their true order
+    is unknown, so the state at that instant is the one of the last by ``delivery_id``, and all
+    of them count as evaluations of the run holding that instant. Runs therefore start at
+    distinct times and the contract keys of the period marts stay unique. Flag evaluations,
+    daily evaluation counts and identities are per delivery and unaffected.
 """
 
 from __future__ import annotations
@@ -435,21 +439,29 @@ class Run:
 def runs(sequence: Iterable[tuple[datetime, Hashable, Any]]) -> list[Run]:
     """Group ordered ``(received_at, state, item)`` into runs of equal state.
 
-    ``valid_to`` of a run is the time of the first element after it (another state, or
+    Elements with the same time are one instant (ambiguity 15): the instant's state is its last
+    element's, and all its items go to the run that state belongs to (none for ``_ABSENT``).
+    ``valid_to`` of a run is the time of the first instant after it (another state, or
     ``_ABSENT``). Callers drop elements that must be skipped before calling.
     """
+    instants: list[tuple[datetime, Hashable, list[Any]]] = []
+    for at, state, item in sequence:
+        if instants and instants[-1][0] == at:
+            instants[-1] = (at, state, [*instants[-1][2], item])
+        else:
+            instants.append((at, state, [item]))
     result: list[Run] = []
     current: Run | None = None
-    for at, state, item in sequence:
+    for at, state, items in instants:
         if current is not None and state == current.state:
-            current.items.append(item)
+            current.items.extend(items)
             current.last_at = at
             continue
         if current is not None:
             current.valid_to = at
             current = None
         if state is not _ABSENT:
-            current = Run(state=state, items=[item], valid_from=at, last_at=at)
+            current = Run(state=state, items=list(items), valid_from=at, last_at=at)
             result.append(current)
     return result
 
@@ -539,10 +551,10 @@ def experiment_assignments(
                     "user_id": identity,
                     "timestamp": run.valid_from,
                     "experiment_id": last.feature_name,
-                    "variation_id": first.variant,
+                    "variation_id": run.state[3],  # type: ignore[index]
                     "environment_id": environment_id,
                     "environment_key": first.environment_key,
-                    "assignment_source": first.assignment_source,
+                    "assignment_source": run.state[4],  # type: ignore[index]
                 }
             )
     return rows
@@ -553,19 +565,21 @@ def first_exposures(
 ) -> list[Row]:
     rows = []
     for (environment_id, identity, feature_id), history in histories.items():
-        first, last = history[0], history[-1]
-        variant_count = len({e.variant for e in history})
+        exposure_runs = _exposure_runs(history)
+        enabled, value, _value_type, variant, source = exposure_runs[0].state  # type: ignore[misc]
+        last = history[-1]
+        variant_count = len({run.state[3] for run in exposure_runs})  # type: ignore[index]
         rows.append(
             {
                 "environment_id": environment_id,
                 "identity": identity,
                 "feature_id": feature_id,
                 "feature_name": last.feature_name,
-                "first_exposed_at": first.received_at,
-                "first_variant": first.variant,
-                "first_enabled": first.enabled,
-                "first_value": first.value,
-                "first_assignment_source": first.assignment_source,
+                "first_exposed_at": exposure_runs[0].valid_from,
+                "first_variant": variant,
+                "first_enabled": enabled,
+                "first_value": value,
+                "first_assignment_source": source,
                 "last_evaluated_at": last.received_at,
                 "variant_count": variant_count,
                 "is_multi_variant": variant_count > 1,
@@ -707,8 +721,9 @@ def daily_feature_exposures(
             key = (e.received_at.date(), environment_id, feature_id, e.variant)
             identities_per_day[key].add(identity)
             evaluations[key] += 1
-        first = history[0]
-        firsts[(first.received_at.date(), environment_id, feature_id, first.variant)] += 1
+        first = _exposure_runs(history)[0]
+        first_variant = first.state[3]  # type: ignore[index]
+        firsts[(first.valid_from.date(), environment_id, feature_id, first_variant)] += 1  # type: ignore[union-attr]
     return [
         {
             "exposure_date": key[0],

@@ -367,13 +367,50 @@ def test_order_is_received_at_not_input_order() -> None:
     ]
 
 
-def test_equal_received_at_is_ordered_by_delivery_id() -> None:
+def test_equal_received_at_is_one_instant_in_the_state_of_the_last_delivery_id() -> None:
     rows = mart(
         "flag_exposure_periods",
         raw(0, body(flags=[flag(enabled=False)]), delivery_id="b"),
         raw(0, body(flags=[flag(enabled=True)]), delivery_id="a"),
+        raw(10, body(flags=[flag(enabled=True)]), delivery_id="c"),
+        raw(10, body(flags=[flag(enabled=False)]), delivery_id="d"),
     )
-    assert pick(rows, "variant", "evaluation_count") == [("on", 1), ("off", 1)]
+    assert pick(rows, "variant", "valid_from", "valid_to", "evaluation_count") == [
+        ("off", at(0), None, 4),
+    ]
+
+
+def test_equal_received_at_segment_and_trait_runs_start_at_distinct_times() -> None:
+    marts = build_marts(
+        [
+            raw(
+                0,
+                body(traits=[trait("plan", "free")], segments=[segment(1, "beta", True)]),
+                delivery_id="a",
+            ),
+            raw(
+                10,
+                body(traits=[trait("plan", "pro")], segments=[segment(1, "beta", True)]),
+                delivery_id="b",
+            ),
+            raw(10, body(traits=[trait("plan", "free")], segments=[]), delivery_id="c"),
+            raw(20, body(traits=[], segments=[segment(1, "beta", False)]), delivery_id="d"),
+            raw(
+                20,
+                body(traits=[trait("plan", "pro")], segments=[segment(1, "beta", True)]),
+                delivery_id="e",
+            ),
+        ]
+    )
+    assert pick(marts["flagsmith__trait_history"], "trait_value", "valid_from", "valid_to") == [
+        ("free", at(0), at(20)),
+        ("pro", at(20), None),
+    ]
+    periods = marts["flagsmith__segment_membership_periods"]
+    assert pick(periods, "valid_from", "valid_to", "evaluation_count") == [
+        (at(0), at(10), 1),
+        (at(20), None, 2),
+    ]
 
 
 # --- scope --------------------------------------------------------------------------------------

@@ -6,13 +6,18 @@
     (received_at, delivery_id). A delivery that does not carry the feature has no row here, so it
     neither continues nor ends a run.
 
+    Evaluations of a pair with the same received_at (two workers or two receivers stamping the
+    same microsecond) are one instant: their true order is unknown, so the last by delivery_id
+    stands for the instant's state, and all of them count as evaluations of its period. Periods
+    thus start at distinct times.
+
     Incremental per (identity, feature) with new evaluations, without rereading its history: the
     existing periods of the pair are runs already found, so they go back into the gaps-and-islands
     as items that stand for all their evaluations (count, first and last). New evaluations are
-    items of one. Consecutive items in the same state form one period, exactly as the
-    evaluations they stand for would. Only a period that a late evaluation falls strictly inside
-    can be split; that period alone is opened up into its evaluations. A full refresh is the same
-    computation with no existing periods. -#}
+    items of one instant. Consecutive items in the same state form one period, exactly as the
+    evaluations they stand for would. Only a period that a late evaluation falls inside (or on
+    its first or last instant) can be split; that period alone is opened up into its
+    evaluations. A full refresh is the same computation with no existing periods. -#}
 
 {%- set state_columns = ['enabled', 'value', 'value_type', 'variant', 'assignment_source'] %}
 
@@ -54,10 +59,10 @@ periods_split_by_late_evaluations as materialized (
             existing_periods.environment_id = new_evaluations.environment_id
             and existing_periods.identity = new_evaluations.identity
             and existing_periods.feature_id = new_evaluations.feature_id
-            and (new_evaluations.received_at, new_evaluations.delivery_id)
-                > (existing_periods.valid_from, existing_periods.first_delivery_id)
-            and (new_evaluations.received_at, new_evaluations.delivery_id)
-                < (existing_periods.last_evaluated_at, existing_periods.last_delivery_id)
+            -- inclusive: a new evaluation at a period's first or last instant joins that
+            -- instant, whose state then depends on all of its evaluations
+            and new_evaluations.received_at >= existing_periods.valid_from
+            and new_evaluations.received_at <= existing_periods.last_evaluated_at
 ),
 
 evaluations_of_split_periods as (
@@ -101,6 +106,26 @@ evaluations_to_place as (
     {% endif %}
 ),
 
+evaluations_in_instants as (
+    -- evaluations of a pair with the same received_at are one instant: their true order is
+    -- unknown, so the last by delivery_id stands for the instant's state, and all of them count
+    select
+        *,
+        row_number() over (
+            partition by environment_id, identity, feature_id, received_at
+            order by delivery_id desc
+        ) as rank_in_instant,
+        count(*) over instant as evaluations_at_instant,
+        min(delivery_id) over instant as first_delivery_at_instant,
+        first_value(environment_key) over (
+            partition by environment_id, identity, feature_id, received_at
+            order by delivery_id
+        ) as first_environment_key_at_instant,
+        max(transform_batch_at) over instant as last_batch_at_instant
+    from evaluations_to_place
+    window instant as (partition by environment_id, identity, feature_id, received_at)
+),
+
 evaluation_items as (
     select
         environment_id,
@@ -109,14 +134,15 @@ evaluation_items as (
         {% for column in state_columns %}{{ column }},
         {% endfor -%}
         received_at as starts_at,
-        delivery_id as starts_with_delivery_id,
+        first_delivery_at_instant as starts_with_delivery_id,
         received_at as ends_at,
         delivery_id as ends_with_delivery_id,
-        1 as evaluation_count,
+        evaluations_at_instant as evaluation_count,
         feature_name,
-        environment_key,
-        transform_batch_at
-    from evaluations_to_place
+        first_environment_key_at_instant as environment_key,
+        last_batch_at_instant as transform_batch_at
+    from evaluations_in_instants
+    where rank_in_instant = 1
 ),
 
 items as (

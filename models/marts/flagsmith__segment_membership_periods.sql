@@ -4,8 +4,10 @@
 
 {#- Runs of deliveries of one identity in which it is listed as a member of the segment. Every
     delivery of the identity counts: one that lists the segment with `member` false, or does not
-    list it at all, ends the run, and `valid_to` is that delivery's received_at. Incremental per
-    identity, recomputed from all its deliveries. -#}
+    list it at all, ends the run, and `valid_to` is that delivery's received_at. Deliveries with
+    the same received_at are one instant, whose state is the last one's by delivery_id (see
+    `new_identity_deliveries_sql`). Incremental per identity, recomputed from all its
+    deliveries. -#}
 
 with
 
@@ -25,7 +27,8 @@ memberships_numbered as (
         segment_memberships.segment_name,
         identity_deliveries.delivery_id,
         identity_deliveries.received_at,
-        identity_deliveries.delivery_number
+        identity_deliveries.delivery_number,
+        identity_deliveries.deliveries_at_instant
     from segment_memberships
     inner join identity_deliveries
         on segment_memberships.delivery_id = identity_deliveries.delivery_id
@@ -73,7 +76,7 @@ runs_aggregated as (
         min(received_at) as valid_from,
         max(received_at) as last_evaluated_at,
         max(delivery_number) as last_delivery_number,
-        count(*) as evaluation_count
+        cast(sum(deliveries_at_instant) as bigint) as evaluation_count
     from runs_named
     group by
         environment_id,

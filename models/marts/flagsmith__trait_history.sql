@@ -6,7 +6,9 @@
     not state: they are ignored. Every delivery of the identity counts: a stored trait absent from
     a delivery was deleted, which ends its run, as does another value or another type (the integer
     1 and the string "1" are different values). `valid_to` is the received_at of the delivery
-    that ended the run. Incremental per identity, recomputed from all its deliveries. -#}
+    that ended the run. Deliveries with the same received_at are one instant, whose state is the
+    last one's by delivery_id (see `new_identity_deliveries_sql`). Incremental per identity,
+    recomputed from all its deliveries. -#}
 
 with
 
