@@ -1,0 +1,195 @@
+"""The loader and the dbt builds on Postgres beside DuckDB, for the same deliveries.
+
+    .venv/bin/python bench/warehouses.py [--deliveries 10000] [--more 500] [--flags 50]
+        [--repeat 3]
+
+One stream of simulated deliveries (seed 5) is written to two spools as the receiver writes
+them: the first N deliveries, and the next `--more`. Each round, for each warehouse (a new
+DuckDB file; a new Postgres database on the server the PG* variables name, 127.0.0.1:5432 by
+default), it runs the real commands in fresh processes and times them:
+
+1. `flagsmith-warehouse load` of the N deliveries;
+2. `flagsmith-warehouse transform` (a first `dbt build`: every model built in full, every data
+   test run);
+3. `load` of the `--more` deliveries;
+4. `transform` again (the incremental build a scheduler runs);
+5. `transform` with nothing new (dbt's fixed start-up and the tests: the floor).
+
+It prints each phase's median wall time on both warehouses, the Postgres/DuckDB ratio and each
+warehouse's incremental build as a fraction of its full build, and writes
+`bench/out/warehouses.json`. Peak RSS is of the `flagsmith-warehouse` process only: the
+Postgres server's own memory is not in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from loader.simulate import iter_deliveries  # noqa: E402
+from loader.spool import Delivery, SpoolWriter, new_delivery_id  # noqa: E402
+
+PHASES = ("load", "full_build", "load_more", "incremental_build", "no_op_build")
+
+
+def write_spools(directory: Path, deliveries: int, more: int, flags: int) -> None:
+    base = SpoolWriter(directory / "base", segment_seconds=3600)
+    extra = SpoolWriter(directory / "more", segment_seconds=3600)
+    stream = iter_deliveries(
+        deliveries + more, seed=5, n_flags=flags, n_identities=max(deliveries // 10, 10)
+    )
+    for number, item in enumerate(stream):
+        writer = base if number < deliveries else extra
+        writer.append(Delivery(new_delivery_id(item.at), item.at, item.body, item.environment_key))
+    base.close()
+    extra.close()
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS in MB (GNU time) of one process, which must succeed."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "MAXRSS_KB=%M", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    rss = int(re.search(r"MAXRSS_KB=(\d+)", result.stderr).group(1)) / 1024
+    return seconds, rss
+
+
+def postgres_admin(sql: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(
+        host=os.environ.get("PGHOST", "127.0.0.1"),
+        port=int(os.environ.get("PGPORT", "5432")),
+        user=os.environ.get("PGUSER", "postgres"),
+        password=os.environ.get("PGPASSWORD"),
+        dbname=os.environ.get("PGDATABASE", "postgres"),
+    )
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+def run_round(root: Path, spools: Path, warehouse: str) -> dict[str, dict[str, float]]:
+    work = root / warehouse
+    shutil.rmtree(work, ignore_errors=True)
+    env = dict(
+        os.environ,
+        FLAGSMITH_WAREHOUSE=warehouse,
+        FLAGSMITH_SPOOL_DIR=str(work / "spool"),
+        FLAGSMITH_STATE_DIR=str(work / "state"),
+        FLAGSMITH_DUCKDB_PATH=str(work / "warehouse.duckdb"),
+    )
+    database = None
+    if warehouse == "postgres":
+        database = f"bench_{secrets.token_hex(4)}"
+        postgres_admin(f"create database {database}")
+        env.update(PGHOST=os.environ.get("PGHOST", "127.0.0.1"), PGDATABASE=database)
+        env.setdefault("PGUSER", "postgres")
+        env.setdefault("PGPORT", "5432")
+    command = [sys.executable, "-m", "loader.cli"]
+    phases: dict[str, dict[str, float]] = {}
+
+    def phase(name: str, *arguments: str) -> None:
+        seconds, rss = timed([*command, *arguments], env)
+        phases[name] = {"seconds": seconds, "peak_rss_mb": rss}
+
+    try:
+        shutil.copytree(spools / "base", work / "spool")
+        phase("load", "load")
+        phase("full_build", "transform")
+        shutil.rmtree(work / "spool")
+        shutil.copytree(spools / "more", work / "spool")
+        phase("load_more", "load")
+        phase("incremental_build", "transform")
+        phase("no_op_build", "transform")
+    finally:
+        if database is not None:
+            postgres_admin(f"drop database if exists {database} with (force)")
+    return phases
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=10_000)
+    parser.add_argument("--more", type=int, default=500)
+    parser.add_argument("--flags", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-warehouses-"))
+    try:
+        write_spools(root / "spools", args.deliveries, args.more, args.flags)
+        print(
+            f"{args.deliveries} deliveries of {args.flags} flags, then {args.more} more",
+            flush=True,
+        )
+        rounds = []
+        for number in range(args.repeat):
+            result = {w: run_round(root, root / "spools", w) for w in ("duckdb", "postgres")}
+            rounds.append(result)
+            print(
+                f"round {number + 1}: "
+                + " | ".join(
+                    f"{w} " + " ".join(f"{p} {result[w][p]['seconds']:.1f}s" for p in PHASES)
+                    for w in result
+                ),
+                flush=True,
+            )
+        summary: dict[str, dict[str, float]] = {}
+        print(f"\n{'phase':<18} {'duckdb':>9} {'postgres':>9} {'pg/duckdb':>10}")
+        for p in PHASES:
+            medians = {
+                w: statistics.median(r[w][p]["seconds"] for r in rounds)
+                for w in ("duckdb", "postgres")
+            }
+            ratio = statistics.median(
+                r["postgres"][p]["seconds"] / r["duckdb"][p]["seconds"] for r in rounds
+            )
+            summary[p] = {**medians, "postgres_over_duckdb": ratio}
+            print(f"{p:<18} {medians['duckdb']:>8.2f}s {medians['postgres']:>8.2f}s {ratio:>9.2f}x")
+        for w in ("duckdb", "postgres"):
+            fraction = statistics.median(
+                r[w]["incremental_build"]["seconds"] / r[w]["full_build"]["seconds"] for r in rounds
+            )
+            rss = statistics.median(r[w]["load"]["peak_rss_mb"] for r in rounds)
+            summary[w] = {"incremental_over_full": fraction, "load_peak_rss_mb": rss}
+            print(
+                f"{w}: incremental build {fraction:.0%} of the full build; "
+                f"loader peak {rss:.0f} MB; "
+                f"{args.deliveries / summary['load'][w]:.0f} deliveries/s loaded"
+            )
+        out = REPO / "bench" / "out"
+        out.mkdir(exist_ok=True)
+        (out / "warehouses.json").write_text(
+            json.dumps({"arguments": vars(args), "summary": summary, "rounds": rounds}, indent=2)
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
