@@ -65,6 +65,21 @@ create table if not exists flagsmith_raw.identity_webhooks (
     _dlt_id varchar not null
 );
 """
+RECORD_LOADS = """
+create table if not exists flagsmith_raw._dlt_loads (
+    load_id varchar not null,
+    schema_name varchar,
+    status bigint not null,
+    inserted_at timestamp with time zone not null,
+    schema_version_hash varchar
+);
+insert into flagsmith_raw._dlt_loads
+select distinct _dlt_load_id, 'flagsmith', 0, now(), null
+from flagsmith_raw.identity_webhooks
+where _dlt_load_id not in (select load_id from flagsmith_raw._dlt_loads);
+"""
+"""dlt records each completed load in `_dlt_loads`; staging only takes recorded loads."""
+
 RAW_COLUMNS = (
     "delivery_id, received_at, environment_key, signature_status, body_sha256, payload,"
     " _dlt_load_id, _dlt_id"
@@ -203,6 +218,7 @@ def append_increment(stream: Path, first: int, count: int, load_number: int) -> 
     con.execute(
         f"insert into flagsmith_raw.identity_webhooks {_raw_select(first, first + count, load_id)}"
     )
+    con.execute(RECORD_LOADS)
     con.close()
 
 
@@ -212,6 +228,10 @@ def place(source: Path) -> None:
     for leftover in (WAREHOUSE, WAREHOUSE.with_name(WAREHOUSE.name + ".wal")):
         leftover.unlink(missing_ok=True)
     shutil.copyfile(source, WAREHOUSE)
+    import duckdb
+
+    with duckdb.connect(str(WAREHOUSE)) as con:
+        con.execute(RECORD_LOADS)
 
 
 # --- measured processes -------------------------------------------------------------------------

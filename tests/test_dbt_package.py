@@ -55,6 +55,10 @@ def test_installs_as_a_package_and_builds_with_the_raw_data_elsewhere(tmp_path):
             " select * from flagsmith_raw.identity_webhooks"
         )
         connection.execute("drop table flagsmith_raw.identity_webhooks")
+        # dlt's record of completed loads lives beside the raw table in the dataset
+        connection.execute(
+            "create table landing._dlt_loads as select * from flagsmith_raw._dlt_loads"
+        )
 
     project = tmp_path / "consumer"
     shutil.copytree(CONSUMER, project)

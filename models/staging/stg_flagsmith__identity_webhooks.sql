@@ -8,17 +8,25 @@
 {#- The only place the payload is parsed: once per delivery, into a typed value the list models
     unnest. Incremental by dlt load: the rows of every load not yet here are appended and stamped
     with this run's `transform_batch_at` (macros/incremental.sql explains how the marts use it).
-    A load is atomic, so a load id is either wholly here or not at all. -#}
+    Only loads dlt has recorded as complete are taken, so a load id is either wholly here or not
+    at all, even when its jobs commit one by one or another loader is still loading. -#}
 
 with
 
+completed_loads as (
+    select load_id from {{ source('flagsmith', 'dlt_loads') }}
+    where status = 0
+),
+
 source as (
     select * from {{ source('flagsmith', 'identity_webhooks') }}
-    {% if is_incremental() %}
-    where _dlt_load_id not in (
-        select distinct dlt_load_id from {{ this }} where dlt_load_id is not null
-    )
-    {% endif %}
+    where
+        _dlt_load_id in (select load_id from completed_loads)
+        {% if is_incremental() %}
+        and _dlt_load_id not in (
+            select distinct dlt_load_id from {{ this }} where dlt_load_id is not null
+        )
+        {% endif %}
 ),
 
 parsed as (
