@@ -61,7 +61,10 @@ def assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
         refreshed.duckdb_path.parent.mkdir(parents=True)
         shutil.copy(settings.duckdb_path, refreshed.duckdb_path)
     else:
-        refreshed, full_schema = warehouse_settings(tmp_path / "refreshed", warehouse), "full"
+        refreshed, full_schema = (
+            warehouse_settings(tmp_path / "refreshed", warehouse),
+            "flagsmith_full",
+        )
     result = dbt(refreshed, "build", "--full-refresh", schema=full_schema)
     assert result.returncode == 0, result.output[-4000:]
 
