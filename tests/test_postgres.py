@@ -17,6 +17,8 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from loader.simulate import generate, iter_deliveries, post_all
 
 from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart, mart_columns
@@ -327,3 +329,23 @@ def test_transform_waits_for_another_transform_on_postgres(tmp_path, postgres_da
     with connect(settings) as connection:
         identities = connection.execute("select count(*) from flagsmith.flagsmith__identities")
         assert identities.fetchone()[0] > 0
+
+
+def test_node_id_names_the_pipeline_and_staging_schema(tmp_path):
+    """No database needed: how a node's dlt pipeline and staging schema are named."""
+    from loader.config import ConfigError, Settings
+    from loader.pipeline import destination, pipeline_name
+
+    first = Settings.from_env({"FLAGSMITH_STATE_DIR": str(tmp_path / "a")})
+    again = Settings.from_env({"FLAGSMITH_STATE_DIR": str(tmp_path / "a")})
+    other = Settings.from_env({"FLAGSMITH_STATE_DIR": str(tmp_path / "b")})
+    assert first.node == again.node != other.node
+    named = Settings.from_env({"FLAGSMITH_NODE_ID": "EU_1", "FLAGSMITH_WAREHOUSE": "postgres"})
+    assert named.node == "eu_1"
+    assert pipeline_name(named) == "flagsmith_warehouse_eu_1"
+    assert pipeline_name(first) == "flagsmith_warehouse"  # DuckDB: one loader per file
+    layout = destination(named).config_params["staging_dataset_name_layout"]
+    assert layout % "flagsmith_raw" == "flagsmith_raw_staging_eu_1"
+    for bad in ("eu-1", "a" * 33, "ü"):
+        with pytest.raises(ConfigError, match="FLAGSMITH_NODE_ID"):
+            Settings.from_env({"FLAGSMITH_NODE_ID": bad})
