@@ -58,11 +58,14 @@ def postgres_database(monkeypatch) -> Iterator[dict[str, str]]:
     try:
         admin = _connect_server()
     except psycopg2.OperationalError as error:
+        admin, reason = None, str(error).strip()
+    if admin is None:  # outside the except block: the report shows the reason, not a traceback
         if required():
             pytest.fail(
-                f"FLAGSMITH_TEST_POSTGRES=1 but no Postgres server answers at {where}: "
-                f"{str(error).strip()}. Start one (e.g. pg_ctlcluster 15 main start) or set "
-                "PGHOST, PGPORT, PGUSER, PGPASSWORD."
+                f"FLAGSMITH_TEST_POSTGRES=1 but no Postgres server answers at {where}: {reason}. "
+                "Start one (e.g. pg_ctlcluster 15 main start) or set PGHOST, PGPORT, PGUSER, "
+                "PGPASSWORD.",
+                pytrace=False,
             )
         pytest.skip(
             f"no Postgres server answers at {where} (set FLAGSMITH_TEST_POSTGRES=1 to require one)"
