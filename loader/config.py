@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +18,11 @@ ENVIRONMENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A Flagsmith project with a few hundred flags, traits and segments stays far below this; the limit
 # only bounds what one request can make a worker hold in memory.
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+# A node is one receiver with its own spool and loader. On a server warehouse several nodes load
+# into one database; the id names the node's dlt pipeline and staging schema there, so it must fit
+# a Postgres identifier after the `flagsmith_raw_staging_` prefix.
+NODE_ID = re.compile(r"[a-z0-9_]{1,32}")
 
 
 class ConfigError(ValueError):
@@ -91,6 +98,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     batch_size: int = 1000
     dbt_target_path: Path | None = None
+    node_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -121,7 +129,21 @@ class Settings:
                 if env.get("FLAGSMITH_DBT_TARGET_PATH")
                 else None
             ),
+            node_id=_node_id(env.get("FLAGSMITH_NODE_ID")),
         )
+
+    @property
+    def node(self) -> str:
+        """This node's id: FLAGSMITH_NODE_ID, else one derived from the host and the state dir.
+
+        Stable across runs of one loader (same host, same state dir) and different for two
+        loaders on one host (each has its own state dir), so their dlt pipelines never share
+        state or a staging schema in a server warehouse.
+        """
+        if self.node_id:
+            return self.node_id
+        where = f"{socket.gethostname()}:{self.state_dir.absolute()}"
+        return "n" + hashlib.sha256(where.encode()).hexdigest()[:12]
 
     def secrets_for(self, environment_key: str | None) -> tuple[bytes, ...]:
         """The secrets that verify a delivery to this URL: the environment's own, else global."""
@@ -135,6 +157,29 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _node_id(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    node = raw.strip().lower()
+    if not NODE_ID.fullmatch(node):
+        raise ConfigError(
+            f"FLAGSMITH_NODE_ID must be 1 to 32 letters, digits or underscores, not {raw!r}"
+        )
+    return node
+
+
+def postgres_connection_parameters(environ=None) -> dict[str, str]:
+    """The Postgres warehouse from libpq's variables, with the defaults profiles.yml uses."""
+    env = os.environ if environ is None else environ
+    return {
+        "host": env.get("PGHOST") or "127.0.0.1",
+        "port": env.get("PGPORT") or "5432",
+        "user": env.get("PGUSER") or "postgres",
+        "password": env.get("PGPASSWORD") or "",
+        "dbname": env.get("PGDATABASE") or "postgres",
+    }
 
 
 def _positive_int(env, name: str, default: int) -> int:

@@ -1,14 +1,17 @@
-"""Advisory file locks that keep writers apart.
+"""Advisory locks that keep writers apart.
 
 DuckDB allows one writing process per file and dlt one process per pipeline, so the loader and
-dbt take turns through these locks instead of failing on `Could not set lock on file`. The locks
-are flock(2) locks: the kernel drops them when the holder dies, even on kill -9.
+dbt take turns through these locks instead of failing on `Could not set lock on file`. The file
+locks are flock(2) locks: the kernel drops them when the holder dies, even on kill -9. On
+Postgres, where several nodes write into one database, the locks that must span nodes are the
+server's advisory locks, which the server drops when the holder's connection ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import sys
 import time
@@ -66,3 +69,38 @@ def _holder(fd: int) -> str:
 def warehouse_writer_lock(duckdb_path: Path) -> Path:
     """The lock every writer of one DuckDB file takes: the loader and dbt."""
     return Path(f"{duckdb_path}.writer.lock")
+
+
+def _advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_lock from a lock's name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def postgres_advisory_lock(name: str, *, what: str, environ=None) -> Iterator[None]:
+    """A session-level advisory lock in the Postgres warehouse, waited for.
+
+    Advisory locks are per database, so the loaders and transforms of every node that writes
+    into one database see each other's. The lock is held by its own connection and released
+    when it closes, or by the server when the holder dies (kill -9 included).
+    """
+    import psycopg2
+
+    from .config import postgres_connection_parameters
+
+    connection = psycopg2.connect(**postgres_connection_parameters(environ))
+    try:
+        connection.autocommit = True
+        key = _advisory_key(name)
+        with connection.cursor() as cursor:
+            cursor.execute("select pg_try_advisory_lock(%s)", (key,))
+            if not cursor.fetchone()[0]:
+                print(
+                    f"waiting for {what} to finish (Postgres advisory lock {name})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                cursor.execute("select pg_advisory_lock(%s)", (key,))
+        yield
+    finally:
+        connection.close()

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .config import Settings
-from .locks import exclusive, warehouse_writer_lock
+from .config import Settings, postgres_connection_parameters
+from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
 from .spool import Delivery, SpoolReader
 
 log = logging.getLogger("flagsmith_warehouse.loader")
@@ -132,20 +132,41 @@ def destination(settings: Settings, connection=None):
             return dlt.destinations.duckdb(str(settings.duckdb_path))
         return dlt.destinations.duckdb(connection)
     if settings.warehouse == "postgres":
-        return dlt.destinations.postgres(_postgres_credentials())
+        # Several loaders (one per node) load into one database at once. dlt's default staging
+        # dataset, `<dataset>_staging`, would be shared by all of them, and each truncates and
+        # fills it during its load: one node's staging schema each keeps their merges apart.
+        return dlt.destinations.postgres(
+            _postgres_credentials(),
+            staging_dataset_name_layout=f"%s_staging_{settings.node}",
+        )
     raise ValueError(f"unknown warehouse {settings.warehouse!r}")
 
 
-def _postgres_credentials() -> str:
-    from urllib.parse import quote
+def _postgres_credentials():
+    """The PG* variables as dlt credentials, resolved here: dlt would otherwise demand a password
+    even where the server needs none (trust or peer authentication, a .pgpass file)."""
+    from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    port = os.environ.get("PGPORT", "5432")
-    user = os.environ.get("PGUSER", "postgres")
-    password = os.environ.get("PGPASSWORD", "")
-    database = os.environ.get("PGDATABASE", "postgres")
-    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}"
+    parameters = postgres_connection_parameters()
+    credentials = PostgresCredentials()
+    credentials.host = parameters["host"]
+    credentials.port = int(parameters["port"])
+    credentials.username = parameters["user"]
+    credentials.password = parameters["password"]
+    credentials.database = parameters["dbname"]
+    credentials.resolve()
+    return credentials
+
+
+def pipeline_name(settings: Settings) -> str:
+    """`flagsmith_warehouse` on DuckDB (one loader per file); one name per node on a server.
+
+    dlt keeps a pipeline's state in the destination keyed by this name, and two processes must
+    never run one pipeline: on Postgres each node's loader is its own pipeline.
+    """
+    if settings.warehouse == "duckdb":
+        return PIPELINE_NAME
+    return f"{PIPELINE_NAME}_{settings.node}"
 
 
 def make_pipeline(settings: Settings, connection=None):
@@ -153,7 +174,7 @@ def make_pipeline(settings: Settings, connection=None):
 
     _configure_dlt()
     return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
+        pipeline_name=pipeline_name(settings),
         pipelines_dir=str(settings.state_dir / "dlt"),
         destination=destination(settings, connection),
         dataset_name=DATASET,
@@ -311,9 +332,10 @@ def load(
             pipeline = make_pipeline(settings, connection)
             _discard_pending(pipeline)
             pending = reader.claimed()
-            if not _raw_tables_exist(pipeline):
-                # An empty first load creates both raw tables, so dbt can build before data.
-                _run(pipeline, *to_tables([]))
+            with _setup_lock(settings):
+                if not _raw_tables_exist(pipeline):
+                    # An empty first load creates both raw tables, so dbt can build before data.
+                    _run(pipeline, *to_tables([]))
             while max_batches is None or summary.batches < max_batches:
                 if not pending:
                     pending = reader.claim()
@@ -335,6 +357,16 @@ def load(
                     progress(summary, reader.backlog())
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _setup_lock(settings: Settings):
+    """On a server warehouse, loaders of several nodes may start at once on an empty database:
+    the one that creates the dataset and the raw tables does it alone (Postgres fails concurrent
+    `create schema` and `create table` of one name). Once they exist a load needs no DDL but
+    its own node's staging schema, so loads themselves run concurrently."""
+    if settings.warehouse == "duckdb":
+        return contextlib.nullcontext()  # the writer lock already serialises everything
+    return postgres_advisory_lock("flagsmith_warehouse.loader.setup", what="another loader's setup")
 
 
 def _take_batch(reader: SpoolReader, pending: list[Path], batch_size: int, summary: LoadSummary):

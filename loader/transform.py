@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Settings, project_dir
-from .locks import exclusive, warehouse_writer_lock
+from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
 
 
 def dbt_executable() -> str:
@@ -61,10 +61,22 @@ SCHEDULED_BUILD = ("--exclude-resource-type", "unit_test")
 def run_dbt(
     settings: Settings, command: str | Sequence[str] = "build", extra: Sequence[str] = ()
 ) -> int:
-    """Run `dbt <command>`; returns dbt's exit code. Waits for the loader on a DuckDB file."""
+    """Run `dbt <command>`; returns dbt's exit code.
+
+    On a DuckDB file it waits for the loader (one writer per file). On Postgres the loaders of
+    every node keep loading while it runs (staging picks up whole committed loads only), but
+    two dbt runs on one schema at once would both append the same loads: each waits for the
+    other through an advisory lock in the database.
+    """
     args = dbt_command(settings, command, extra)
+    env = dbt_environment(settings)
     if settings.warehouse == "duckdb":
         settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        with exclusive(warehouse_writer_lock(settings.duckdb_path), what="the loader"):
-            return subprocess.call(args, env=dbt_environment(settings))
-    return subprocess.call(args, env=dbt_environment(settings))
+        lock = exclusive(warehouse_writer_lock(settings.duckdb_path), what="the loader")
+    else:
+        schema = env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith"
+        lock = postgres_advisory_lock(
+            f"flagsmith_warehouse.transform:{schema}", what="another dbt run on this schema"
+        )
+    with lock:
+        return subprocess.call(args, env=env)

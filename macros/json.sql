@@ -57,6 +57,12 @@
     from_json({{ payload_column }}, '{{ tojson(payload) }}')
 {%- endmacro %}
 
+{% macro postgres__parse_identity_payload(payload_column) -%}
+    {#- dlt lands the payload as jsonb already; jsonb is the parsed value (binary, keys indexed),
+        so this is a no-op cast there and a parse of JSON text elsewhere (unit test fixtures). -#}
+    cast({{ payload_column }} as jsonb)
+{%- endmacro %}
+
 
 {#- ------------------------------------------------------------------------- extract_field -#}
 
@@ -91,6 +97,29 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro postgres__extract_field(expression, path, data_type=none) -%}
+    {#- `#>` / `#>>` with a text[] path: array indexes are 0-based there too. The text form is
+        cast, so a JSON string, number or boolean becomes the SQL type; JSON null becomes null. -#}
+    {%- set steps = [] -%}
+    {%- for step in path -%}
+        {%- if step is number -%}
+            {%- do steps.append(step | string) -%}
+        {%- elif step is string and step.replace('_', '').isalnum() -%}
+            {%- do steps.append(step) -%}
+        {%- else -%}
+            {{ exceptions.raise_compiler_error(
+                "extract_field: path steps must be integers or [A-Za-z0-9_] keys, not " ~ step
+            ) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set pointer = "'{" ~ (steps | join(',')) ~ "}'" -%}
+    {%- if data_type is none -%}
+        ({{ expression }} #> {{ pointer }})
+    {%- else -%}
+        cast({{ expression }} #>> {{ pointer }} as {{ data_type }})
+    {%- endif -%}
+{%- endmacro %}
+
 
 {#- --------------------------------------------------------------------------- unnest_list -#}
 
@@ -116,6 +145,18 @@
     from {{ relation }}
 {%- endmacro %}
 
+{% macro postgres__unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
+    {#- jsonb_array_elements gives no row for an empty list, and none for a missing one (the
+        function is strict); a list element keeps being jsonb. -#}
+    select
+        {{ relation }}.*,
+        {{ element_column }}_elements.value as {{ element_column }}
+    from {{ relation }}
+    cross join lateral jsonb_array_elements(
+        {{ relation }}.{{ parsed_column }} -> '{{ list_field }}'
+    ) as {{ element_column }}_elements (value)
+{%- endmacro %}
+
 
 {#- ---------------------------------------------------------------------- json_scalar_text -#}
 
@@ -134,6 +175,45 @@
 
 {% macro duckdb__json_scalar_text(json_expression) -%}
     json_extract_string({{ json_expression }}, '$')
+{%- endmacro %}
+
+{% macro postgres__json_scalar_text(json_expression) -%}
+    {#- Strings, booleans and integers: `#>> '{}'` is what DuckDB gives (unquoted, unescaped;
+        true/false; the digits). A float is re-rendered as DuckDB (yyjson) renders a double:
+        shortest digits, plain decimal with `.0` appended when whole for 1e-6 <= |x| < 1e21
+        (`50.0`, `97.5`, `0.00001`), else `<digits>e<exponent>` (`1.5e-7`, `1e21`). jsonb keeps
+        the number's exact decimal value, so the digits come from it, not from a float8 whose
+        text depends on extra_float_digits. -#}
+    case
+        when jsonb_typeof({{ json_expression }}) = 'number'
+            and ({{ json_expression }} #>> '{}') like '%.%'
+            then {{ flagsmith_warehouse.postgres__json_float_text(
+                "trim_scale(cast(" ~ json_expression ~ " #>> '{}' as numeric))"
+            ) }}
+        else {{ json_expression }} #>> '{}'
+    end
+{%- endmacro %}
+
+{% macro postgres__json_float_text(number) -%}
+    {#- `number`: a numeric with no trailing fractional zeros (trim_scale). Its text has no
+        exponent: the decimal exponent is where the point is, less the leading zeros. -#}
+    {%- set plain = "cast(abs(" ~ number ~ ") as text)" -%}
+    {%- set digits_only = "replace(" ~ plain ~ ", '.', '')" -%}
+    {%- set significant = "trim(both '0' from " ~ digits_only ~ ")" -%}
+    {%- set point = "coalesce(nullif(strpos(" ~ plain ~ ", '.'), 0), length(" ~ plain ~ ") + 1)" -%}
+    {%- set leading_zeros = "(length(" ~ digits_only ~ ") - length(ltrim(" ~ digits_only ~ ", '0')))" -%}
+    case
+        when {{ number }} = 0 then '0.0'
+        when abs({{ number }}) >= 0.000001 and abs({{ number }}) < 1e21
+            then cast({{ number }} as text)
+                || case when {{ number }} = trunc({{ number }}) then '.0' else '' end
+        else
+            case when {{ number }} < 0 then '-' else '' end
+            || left({{ significant }}, 1)
+            || case when length({{ significant }}) > 1
+                then '.' || substr({{ significant }}, 2) else '' end
+            || 'e' || cast({{ point }} - 2 - {{ leading_zeros }} as text)
+    end
 {%- endmacro %}
 
 
@@ -163,6 +243,22 @@
         when 'BOOLEAN' then 'boolean'
         when 'NULL' then 'null'
         else lower(json_type({{ json_expression }}))
+    end
+{%- endmacro %}
+
+{% macro postgres__json_scalar_type(json_expression) -%}
+    {#- jsonb has one number type. DuckDB (yyjson) reads a number with a fraction or an exponent
+        as a double, and jsonb keeps a number's decimal scale (`50.0` stays `50.0`, `1e-05`
+        becomes `0.00001`), so a point in its text means float. What jsonb cannot keep is an
+        exponent of a whole number: `1e+16` reads back as `10000000000000000`, an integer here
+        and a float on DuckDB (Python's json writes floats of 1e16 and more that way). -#}
+    case coalesce(jsonb_typeof({{ json_expression }}), 'null')
+        when 'string' then 'string'
+        when 'number' then
+            case when ({{ json_expression }} #>> '{}') like '%.%' then 'float' else 'integer' end
+        when 'boolean' then 'boolean'
+        when 'null' then 'null'
+        else jsonb_typeof({{ json_expression }})
     end
 {%- endmacro %}
 

@@ -12,6 +12,8 @@ import pytest
 from loader.config import Settings
 from loader.receiver import create_app
 
+from .postgres import postgres_database  # noqa: F401  (a fixture for every test module)
+
 REPO = Path(__file__).resolve().parent.parent
 # Real Flagsmith bodies and their signatures (secret s3cr3t), copied from the project brief.
 SHARED = REPO / "tests" / "fixtures" / "flagsmith"

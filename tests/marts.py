@@ -1,16 +1,17 @@
-"""Reading marts out of the warehouse in the oracle's shape, for row-by-row comparisons."""
+"""Reading marts out of the warehouse in the oracle's shape, for row-by-row comparisons.
+
+`connection` is a DuckDB connection or `tests.postgres.PostgresConnection` (the same API), in UTC.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 
-import duckdb
-
 from .oracle import COLUMNS, KEYS, build_marts
 
 
-def raw_rows(connection: duckdb.DuckDBPyConnection) -> list[tuple]:
+def raw_rows(connection) -> list[tuple]:
     """The raw table as the oracle takes it: (delivery_id, received_at, environment_key, body)."""
     rows = connection.execute(
         "select delivery_id, received_at, environment_key, payload::varchar"
@@ -27,7 +28,7 @@ def _sort_key(row: dict, key: tuple[str, ...]):
     return tuple((row[column] is None, row[column]) for column in key)
 
 
-def fetch_mart(connection: duckdb.DuckDBPyConnection, name: str, schema: str = "flagsmith"):
+def fetch_mart(connection, name: str, schema: str = "flagsmith") -> list[dict]:
     columns = COLUMNS[name]
     select = ", ".join(f'"{column}"' for column in columns)
     result = connection.execute(f"select {select} from {schema}.{name}").fetchall()
@@ -35,7 +36,7 @@ def fetch_mart(connection: duckdb.DuckDBPyConnection, name: str, schema: str = "
     return sorted(rows, key=lambda row: _sort_key(row, KEYS[name]))
 
 
-def expected_marts(connection: duckdb.DuckDBPyConnection) -> dict[str, list[dict]]:
+def expected_marts(connection) -> dict[str, list[dict]]:
     marts = build_marts(raw_rows(connection))
     return {
         name: sorted(rows, key=lambda row: _sort_key(row, KEYS[name]))
@@ -54,3 +55,27 @@ def assert_mart_equal(actual: list[dict], expected: list[dict], name: str) -> No
                 + json.dumps(differing, default=str)
                 + f"\nwarehouse row: {got}"
             )
+
+
+def mart_columns(connection, name: str, schema: str = "flagsmith") -> list[str]:
+    """Every column of a built mart, the contract's and the model's own, but the batch stamp
+    (a build's clock, not data)."""
+    rows = connection.execute(
+        "select column_name from information_schema.columns"
+        " where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, name],
+    ).fetchall()
+    return [row[0] for row in rows if row[0] != "transform_batch_at"]
+
+
+def every_row(connection, name: str, schema: str = "flagsmith") -> list[tuple]:
+    """All rows of a mart with all its columns (`mart_columns`), in a stable order."""
+    columns = mart_columns(connection, name, schema)
+    select = ", ".join(f'"{column}"' for column in columns)
+    return sorted(
+        (
+            tuple(map(_normal, row))
+            for row in connection.execute(f"select {select} from {schema}.{name}").fetchall()
+        ),
+        key=lambda row: tuple((value is None, str(value)) for value in row),
+    )

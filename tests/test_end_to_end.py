@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -10,7 +11,6 @@ import urllib.request
 from datetime import UTC
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from loader.config import Settings
@@ -22,6 +22,7 @@ from .bodies import ENVIRONMENT, body, flag
 from .conftest import SECRET, sign
 from .marts import assert_mart_equal, expected_marts, fetch_mart, raw_rows
 from .oracle import COLUMNS
+from .warehouse import connect
 
 
 def _checkout(variant):
@@ -62,24 +63,28 @@ def _post(base_url, body, signature, path="/webhooks/flagsmith/production"):
         return error.code, json.loads(error.read() or b"{}")
 
 
-@pytest.fixture
-def environment(tmp_path):
+def node_environment(directory: Path, postgres: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one node's processes (receiver, `run`), all its files in `directory`;
+    with `postgres` (the PG* variables), its warehouse is that Postgres database."""
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
+        "HOME": str(directory),
         "FLAGSMITH_WEBHOOK_SECRET": f"rotated-out,{SECRET.decode()}",
-        "FLAGSMITH_SPOOL_DIR": str(tmp_path / "spool"),
-        "FLAGSMITH_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "FLAGSMITH_STATE_DIR": str(tmp_path / "state"),
-        "DLT_DATA_DIR": str(tmp_path / "dlt-home"),
+        "FLAGSMITH_SPOOL_DIR": str(directory / "spool"),
+        "FLAGSMITH_DUCKDB_PATH": str(directory / "warehouse.duckdb"),
+        "FLAGSMITH_STATE_DIR": str(directory / "state"),
+        "DLT_DATA_DIR": str(directory / "dlt-home"),
         "RUNTIME__DLTHUB_TELEMETRY": "false",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+    if postgres is not None:
+        env.update(postgres, FLAGSMITH_WAREHOUSE="postgres")
     return env
 
 
-@pytest.fixture
-def receiver(environment):
+@contextlib.contextmanager
+def running_receiver(environment):
+    """A real gunicorn receiver on a free port; yields its base URL, stopped (SIGTERM) after."""
     port = free_port()
     process = start_receiver(environment, port)
     base_url = f"http://127.0.0.1:{port}"
@@ -88,6 +93,17 @@ def receiver(environment):
         yield base_url
     finally:
         stop(process)
+
+
+@pytest.fixture
+def environment(tmp_path):
+    return node_environment(tmp_path)
+
+
+@pytest.fixture
+def receiver(environment):
+    with running_receiver(environment) as base_url:
+        yield base_url
 
 
 def wait_sealed(environment, timeout=10.0):
@@ -110,11 +126,15 @@ def _cli(environment, *args, timeout=600):
 
 
 def _query(environment, sql):
-    with duckdb.connect(environment["FLAGSMITH_DUCKDB_PATH"], read_only=True) as connection:
+    with connect(Settings.from_env(environment)) as connection:
         return connection.execute(sql).fetchall()
 
 
 def test_scripted_sequence_through_http_run_and_marts(environment, receiver):
+    check_scripted_sequence_through_http_run_and_marts(environment, receiver)
+
+
+def check_scripted_sequence_through_http_run_and_marts(environment, receiver):
     ids = []
     for identity, flags in SCRIPT:
         payload = body(identity, flags)
@@ -264,6 +284,10 @@ def _assert_every_model_and_column_documented(environment):
 
 
 def test_simulated_traffic_marts_equal_the_independent_oracle(environment, receiver):
+    check_simulated_traffic_marts_equal_the_independent_oracle(environment, receiver)
+
+
+def check_simulated_traffic_marts_equal_the_independent_oracle(environment, receiver):
     deliveries = generate(
         600, seed=11, n_identities=30, n_flags=8, n_environments=2, mean_interval=240
     )
@@ -274,8 +298,7 @@ def test_simulated_traffic_marts_equal_the_independent_oracle(environment, recei
     result = _cli(environment, "run")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
-    with duckdb.connect(environment["FLAGSMITH_DUCKDB_PATH"], read_only=True) as connection:
-        connection.execute("set TimeZone = 'UTC'")
+    with connect(Settings.from_env(environment)) as connection:
         assert len(raw_rows(connection)) == len(deliveries)
         expected = expected_marts(connection)
         for name in COLUMNS:

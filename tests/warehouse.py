@@ -17,6 +17,8 @@ from loader.payload import classify
 from loader.spool import Delivery, SpoolWriter, new_delivery_id
 from loader.transform import dbt_command, dbt_environment
 
+from .postgres import PostgresConnection
+
 
 @dataclass(frozen=True)
 class Posted:
@@ -27,21 +29,23 @@ class Posted:
     environment_key: str | None = None
 
 
-def warehouse_settings(directory: Path) -> Settings:
+def warehouse_settings(directory: Path, warehouse: str = "duckdb") -> Settings:
+    """A node's settings in `directory`; on Postgres, the database of the PG* variables."""
     return Settings(
         spool_dir=directory / "spool",
+        warehouse=warehouse,
         duckdb_path=directory / "warehouse.duckdb",
         state_dir=directory / "state",
         dbt_target_path=directory / "dbt-target",
     )
 
 
-def land(settings: Settings, posted: Iterable[Posted]) -> int:
-    """Spool the bodies as the receiver would (received_at = `at`), then run the real loader."""
-    writer = SpoolWriter(settings.spool_dir, segment_bytes=1 << 30, segment_seconds=3600)
+def deliveries(posted: Iterable[Posted]) -> list[Delivery]:
+    """The spool records a receiver would write for these bodies (received_at = `at`)."""
+    records = []
     for item in posted:
         verdict = classify(item.body)
-        writer.append(
+        records.append(
             Delivery(
                 new_delivery_id(item.at),
                 item.at,
@@ -53,6 +57,16 @@ def land(settings: Settings, posted: Iterable[Posted]) -> int:
                 verdict.reason,
             )
         )
+    return records
+
+
+def land(settings: Settings, posted: Iterable[Posted | Delivery]) -> int:
+    """Spool the bodies (or ready spool records, to land the same ones in two warehouses), then
+    run the real loader."""
+    writer = SpoolWriter(settings.spool_dir, segment_bytes=1 << 30, segment_seconds=3600)
+    for item in posted:
+        for record in [item] if isinstance(item, Delivery) else deliveries([item]):
+            writer.append(record)
     writer.close()
     return pipeline.load(settings).deliveries
 
@@ -67,11 +81,17 @@ class DbtResult:
         return next(r["status"] for r in self.results if r["unique_id"].split(".")[-1] == name)
 
 
-def dbt(settings: Settings, command: str | Sequence[str], *extra: str) -> DbtResult:
-    """Run dbt on the project against `settings`; returns its exit code, output, run results."""
+def dbt(
+    settings: Settings, command: str | Sequence[str], *extra: str, schema: str | None = None
+) -> DbtResult:
+    """Run dbt on the project against `settings` (the marts in `schema`, default `flagsmith`);
+    returns its exit code, output, run results."""
+    environment = dbt_environment(settings)
+    if schema is not None:
+        environment["FLAGSMITH_DBT_SCHEMA"] = schema
     completed = subprocess.run(
         dbt_command(settings, command, extra),
-        env=dbt_environment(settings),
+        env=environment,
         capture_output=True,
         text=True,
         timeout=900,
@@ -81,7 +101,10 @@ def dbt(settings: Settings, command: str | Sequence[str], *extra: str) -> DbtRes
     return DbtResult(completed.returncode, completed.stdout + completed.stderr, results)
 
 
-def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
+def connect(settings: Settings):
+    """A read connection to the warehouse in UTC: DuckDB's, or one with its API on Postgres."""
+    if settings.warehouse == "postgres":
+        return PostgresConnection()
     connection = duckdb.connect(str(settings.duckdb_path), read_only=True)
     connection.execute("set TimeZone = 'UTC'")
     return connection

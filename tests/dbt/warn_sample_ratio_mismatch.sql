@@ -76,8 +76,11 @@ variants_compared as (
         latest_allocations.feature_id,
         latest_allocations.variant,
         coalesce(first_exposures_counted.identities, 0) as observed,
+        -- nullif: a zero denominator gives null (ignored by the sums), as DuckDB's division
+        -- does; Postgres would raise instead
         latest_allocations.percentage_allocation
-            / sum(latest_allocations.percentage_allocation) over feature_split as expected_share,
+            / nullif(sum(latest_allocations.percentage_allocation) over feature_split, 0)
+            as expected_share,
         sum(coalesce(first_exposures_counted.identities, 0)) over feature_split as total,
         count(*) over feature_split as variant_count
     from latest_allocations
@@ -97,7 +100,9 @@ chi_square_computed as (
         feature_id,
         max(total) as identities,
         max(variant_count) - 1 as degrees_of_freedom,
-        sum(power(observed - total * expected_share, 2) / (total * expected_share)) as chi_square,
+        sum(
+            power(observed - total * expected_share, 2) / nullif(total * expected_share, 0)
+        ) as chi_square,
         min(total * expected_share) as smallest_expected
     from variants_compared
     group by environment_id, feature_id
