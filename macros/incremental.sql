@@ -114,9 +114,33 @@
         'incremental_strategy': 'flagsmith_replace_partitions',
         'flagsmith_replace_by': replace_by,
         'on_schema_change': 'fail',
-        'pre_hook': ["{{ flagsmith_warehouse.create_watermarks_table() }}"],
+        'pre_hook': [
+            "{{ flagsmith_warehouse.create_watermarks_table() }}",
+            "{{ flagsmith_warehouse.planner_settings() }}",
+        ],
         'post_hook': ["{{ flagsmith_warehouse.record_watermark(ref('" ~ input_model ~ "')) }}"],
     }) }}
+{%- endmacro %}
+
+
+{% macro planner_settings() -%}
+    {{ return(adapter.dispatch('planner_settings', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__planner_settings() -%}
+{%- endmacro %}
+
+
+{% macro postgres__planner_settings() -%}
+    {#- Postgres estimates one row for a CTE filtered on a window function (the identities with
+        new deliveries, numbered), and then joins the unnested traits to it in a nested loop that
+        unnests every payload once per outer row: 130 s instead of 0.2 s for trait_history on
+        2,000 deliveries. Hash and merge joins are right for these batch queries; `set local`
+        lasts for the model's transaction only. JIT is off because the penalty on nested loops
+        inflates the estimated cost past its threshold, and compiling then costs seconds. -#}
+    set local enable_nestloop = off;
+    set local jit = off
 {%- endmacro %}
 
 
