@@ -2,14 +2,16 @@
 
 How exactly-once holds through a crash at any instant:
 1. Segments are moved from ready/ (or a dead writer's open/) to claimed/ before they are read.
-2. A batch of claimed segments becomes one arrow table per raw table and one dlt load, merged on
-   `delivery_id` with dlt's `insert-only` strategy: a row whose id is already there is skipped,
-   so loading a batch again is a no-op.
+2. A batch of claimed segments becomes one arrow table per raw table, appended by one dlt load.
 3. Segments leave claimed/ only after dlt reports the load committed.
-A crash before 3 leaves the segments in claimed/; the next run drops any dlt package left pending
-(resuming one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old
-package and silently drop the new data), then loads the claimed segments again as a new
-package, which inserts exactly what the crash kept out.
+A segment that was never claimed before cannot be in the warehouse, so its rows are appended
+as they are: no staging table, no merge. Only segments found in claimed/ when a run starts may
+be (a crash before 3, or between the commits of the two tables' files): their delivery ids
+already in the raw tables are looked up and left out, so loading them again inserts exactly
+what the crash kept out. Any dlt package left pending by the crash is dropped first (resuming
+one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old package
+and silently drop the new data). Several loaders appending distinct delivery ids to one server
+warehouse never touch each other's rows, and each filters only its own claimed segments.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
 not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).
@@ -80,7 +82,6 @@ QUARANTINE_HINTS = {
     "body": {"data_type": "text", "nullable": False},
     "body_base64": {"data_type": "text", "nullable": False},
 }
-_INSERT_ONLY = {"disposition": "merge", "strategy": "insert-only"}
 LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
@@ -91,6 +92,7 @@ class LoadSummary:
     quarantined: int = 0
     segments: int = 0
     batches: int = 0
+    already_loaded: int = 0  # in segments a crashed run claimed, found committed and skipped
     corrupt_ranges: int = 0
     seconds: float = 0.0
 
@@ -100,6 +102,11 @@ class LoadSummary:
             f"loaded {self.deliveries} deliveries ({self.identity_webhooks} identity webhooks, "
             f"{self.quarantined} quarantined) from {self.segments} spool segments in "
             f"{self.batches} batches, {self.seconds:.1f}s ({rate:.0f}/s)"
+            + (
+                f"; {self.already_loaded} already loaded by an interrupted run, skipped"
+                if self.already_loaded
+                else ""
+            )
             + (
                 f"; {self.corrupt_ranges} corrupt spool ranges kept aside"
                 if self.corrupt_ranges
@@ -164,9 +171,9 @@ def make_pipeline(settings: Settings, connection=None):
 def _duckdb_connection(settings: Settings):
     """The loader's own DuckDB connection (closed when the load ends), or None elsewhere.
 
-    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows (the merge
-    reads every delivery_id): capping it keeps the loader's memory a function of the batch
-    size, not of the history. Insertion order is not needed for a merge.
+    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows: capping it
+    keeps the loader's memory a function of the batch size, not of the history. Rows need no
+    insertion order (the raw tables are keyed by delivery_id), which lets DuckDB stream them.
     """
     if settings.warehouse != "duckdb":
         yield None
@@ -192,7 +199,7 @@ def _resources(identity: pa.Table, quarantine: pa.Table) -> list:
             [table],
             name=name,
             primary_key="delivery_id",
-            write_disposition=_INSERT_ONLY,
+            write_disposition="append",
             columns=hints,
             max_table_nesting=0,
         )
@@ -274,11 +281,10 @@ def _forget_loaded_packages(pipeline) -> None:
 def _discard_pending(pipeline) -> None:
     """Drop load packages an interrupted run left behind; their segments are still claimed.
 
-    dlt would resume such a package, but resuming is not exactly-once: a copy into the staging
-    table that committed before the crash runs again, and the insert-only merge then inserts
-    both copies (tests/test_loader_crash.py, crash point "loading"). The claimed segments are
-    the source of truth, so they are loaded again as a new package, which starts with an empty
-    staging table, and the merge skips whatever the interrupted run had already committed.
+    dlt would resume such a package, but resuming is not exactly-once: a file whose copy into
+    the raw table committed before the crash would be appended again (tests/test_loader_crash.py,
+    crash point "loading"). The claimed segments are the source of truth, so they are loaded
+    again as a new package, without the delivery ids the interrupted run had already committed.
     Never leaving a package pending also keeps `run(data)` from silently ignoring new data.
     """
     if pipeline.has_pending_data:
@@ -310,7 +316,9 @@ def load(
         with writer_lock, _duckdb_connection(settings) as connection:
             pipeline = make_pipeline(settings, connection)
             _discard_pending(pipeline)
-            pending = reader.claimed()
+            # Claimed by a run that did not finish: some of their rows may be committed.
+            recovering = set(reader.claimed())
+            pending = sorted(recovering)
             if not _raw_tables_exist(pipeline):
                 # An empty first load creates both raw tables, so dbt can build before data.
                 _run(pipeline, *to_tables([]))
@@ -322,6 +330,10 @@ def load(
                 batch, pending = _take_batch(reader, pending, settings.batch_size, summary)
                 paths = [path for path, _ in batch]
                 deliveries = [delivery for _, found in batch for delivery in found]
+                if recovering.intersection(paths):
+                    kept = _not_yet_loaded(pipeline, deliveries)
+                    summary.already_loaded += len(deliveries) - len(kept)
+                    deliveries = kept
                 identity, quarantine = to_tables(deliveries)
                 _run(pipeline, identity, quarantine)
                 reader.release(paths)
@@ -335,6 +347,23 @@ def load(
                     progress(summary, reader.backlog())
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _not_yet_loaded(pipeline, deliveries: list[Delivery]) -> list[Delivery]:
+    """The deliveries whose id is in neither raw table (a crashed run may have committed some)."""
+    ids = [d.delivery_id for d in deliveries]
+    loaded: set[str] = set()
+    with pipeline.sql_client() as client:
+        for name in (IDENTITY_TABLE, QUARANTINE_TABLE):
+            table = client.make_qualified_table_name(name)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = client.execute_sql(
+                    f"select delivery_id from {table} where delivery_id in ({marks})", *chunk
+                )
+                loaded.update(row[0] for row in rows or ())
+    return [d for d in deliveries if d.delivery_id not in loaded]
 
 
 def _take_batch(reader: SpoolReader, pending: list[Path], batch_size: int, summary: LoadSummary):

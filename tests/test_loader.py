@@ -157,3 +157,28 @@ def test_a_second_load_of_the_same_spool_exits_clearly(settings):
     ):
         pipeline.load(settings)
     assert "already running" in str(busy.value)
+
+
+def test_reclaimed_segments_load_only_what_is_not_committed_yet(settings):
+    """A crashed run's claimed segments are partly committed: only the rest is appended."""
+    first = _spool(settings, [body for _, body, _ in shared_examples()])
+    first += _spool(settings, [b"[]"], kind="quarantine", reason="not_an_object")
+    segments = {path: path.read_bytes() for path in (settings.spool_dir / "ready").glob("*.seg")}
+    assert pipeline.load(settings).deliveries == 4
+    later = _spool(settings, [shared_examples()[0][1]])  # never loaded
+    claimed = settings.spool_dir / "claimed"
+    for path, data in segments.items():  # as if the first run died before releasing them
+        (claimed / path.name).write_bytes(data)
+    for path in (settings.spool_dir / "ready").glob("*.seg"):
+        path.rename(claimed / path.name)
+
+    summary = pipeline.load(settings)
+    assert (summary.deliveries, summary.already_loaded) == (1, 4)
+    assert "4 already loaded" in summary.line()
+    ids = _rows(
+        settings,
+        "select delivery_id from flagsmith_raw.identity_webhooks"
+        " union all select delivery_id from flagsmith_raw.quarantined_webhooks",
+    )
+    assert sorted(r[0] for r in ids) == sorted(d.delivery_id for d in first + later)
+    assert SpoolReader(settings.spool_dir).backlog()["claimed_segments"] == 0
