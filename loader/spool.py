@@ -443,7 +443,7 @@ class SpoolReader:
         taken: list[Path] = []
         for path in sorted((self.spool_dir / READY).glob(f"*{SEGMENT_SUFFIX}")):
             if limit is not None and len(taken) >= limit:
-                return taken
+                break
             target = self.spool_dir / CLAIMED / path.name
             with contextlib.suppress(FileNotFoundError):
                 os.rename(path, target)
@@ -462,7 +462,7 @@ class SpoolReader:
             finally:
                 os.close(fd)
         self._remove_abandoned_temporaries()
-        if taken:
+        if taken:  # durable before any is read: the loader takes a claimed one as maybe loaded
             _fsync_dir(self.spool_dir / CLAIMED)
         return taken
 

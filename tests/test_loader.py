@@ -106,14 +106,11 @@ def test_crash_after_commit_before_release_never_duplicates(settings, monkeypatc
 
 def test_crash_with_a_pending_package_loads_it_and_the_new_data(settings, monkeypatch):
     first = _spool(settings, [shared_examples()[0][1]])
-    real_run = pipeline._run
 
-    def extract_and_die(p, identity, quarantine):
-        if identity.num_rows:
-            p.extract(pipeline._resources(identity, quarantine))
-            p.normalize()
-            raise RuntimeError("killed before the load step")
-        return real_run(p, identity, quarantine)
+    def extract_and_die(p, resource):
+        p.extract(resource)
+        p.normalize()
+        raise RuntimeError("killed before the load step")
 
     monkeypatch.setattr(pipeline, "_run", extract_and_die)
     with pytest.raises(RuntimeError):
