@@ -84,7 +84,7 @@ QUARANTINE_HINTS = {
     "body": {"data_type": "text", "nullable": False},
     "body_base64": {"data_type": "text", "nullable": False},
 }
-LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
+LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "640MB")
 
 
 @dataclass
@@ -391,6 +391,13 @@ def _load_group(
         return paths, deliveries, to_tables(deliveries)
 
     def batches():
+        try:
+            yield from read_ahead()
+        finally:
+            # Hand the batches' arrow buffers back to the system before DuckDB takes its share.
+            pa.default_memory_pool().release_unused()
+
+    def read_ahead():
         with ThreadPoolExecutor(1, thread_name_prefix="spool-reader") as pool:
             following = pool.submit(read_next)
             while following is not None:
