@@ -84,7 +84,7 @@ QUARANTINE_HINTS = {
     "body": {"data_type": "text", "nullable": False},
     "body_base64": {"data_type": "text", "nullable": False},
 }
-LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "640MB")
+LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
 @dataclass
