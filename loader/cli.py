@@ -35,6 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.with_overrides(
         spool_dir=Path(args.spool_dir).absolute() if getattr(args, "spool_dir", None) else None,
         batch_size=getattr(args, "batch_size", None),
+        commit_size=getattr(args, "commit_size", None),
         allow_unsigned=True if getattr(args, "allow_unsigned", False) else None,
     )
 
@@ -159,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     def add_load_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
         command.add_argument(
-            "--batch-size", type=int, help="deliveries per dlt load (default 1000)"
+            "--batch-size",
+            type=int,
+            help="deliveries read from the spool at a time: the loader's memory (default 1000)",
+        )
+        command.add_argument(
+            "--commit-size",
+            type=int,
+            help="deliveries per dlt load, committed and released together (default 20000)",
         )
         command.add_argument("--max-batches", type=int, help="stop after this many batches")
         command.add_argument(

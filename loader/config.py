@@ -97,6 +97,7 @@ class Settings:
     state_dir: Path = Path("data/state")
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     batch_size: int = 1000
+    commit_size: int = 20000
     dbt_target_path: Path | None = None
     node_id: str | None = None
 
@@ -124,6 +125,7 @@ class Settings:
             state_dir=Path(env.get("FLAGSMITH_STATE_DIR") or spool_dir.parent / "state").absolute(),
             max_body_bytes=_positive_int(env, "FLAGSMITH_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             batch_size=_positive_int(env, "FLAGSMITH_LOAD_BATCH_SIZE", 1000),
+            commit_size=_positive_int(env, "FLAGSMITH_LOAD_COMMIT_SIZE", 20000),
             dbt_target_path=(
                 Path(env["FLAGSMITH_DBT_TARGET_PATH"]).absolute()
                 if env.get("FLAGSMITH_DBT_TARGET_PATH")

@@ -2,14 +2,16 @@
 
 How exactly-once holds through a crash at any instant:
 1. Segments are moved from ready/ (or a dead writer's open/) to claimed/ before they are read.
-2. A batch of claimed segments becomes one arrow table per raw table and one dlt load, merged on
-   `delivery_id` with dlt's `insert-only` strategy: a row whose id is already there is skipped,
-   so loading a batch again is a no-op.
+2. A batch of claimed segments becomes one arrow table per raw table, appended by one dlt load.
 3. Segments leave claimed/ only after dlt reports the load committed.
-A crash before 3 leaves the segments in claimed/; the next run drops any dlt package left pending
-(resuming one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old
-package and silently drop the new data), then loads the claimed segments again as a new
-package, which inserts exactly what the crash kept out.
+A segment that was never claimed before cannot be in the warehouse, so its rows are appended
+as they are: no staging table, no merge. Only segments found in claimed/ when a run starts may
+be (a crash before 3, or between the commits of the two tables' files): their delivery ids
+already in the raw tables are looked up and left out, so loading them again inserts exactly
+what the crash kept out. Any dlt package left pending by the crash is dropped first (resuming
+one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old package
+and silently drop the new data). Several loaders appending distinct delivery ids to one server
+warehouse never touch each other's rows, and each filters only its own claimed segments.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
 not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -27,7 +30,8 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -80,7 +84,6 @@ QUARANTINE_HINTS = {
     "body": {"data_type": "text", "nullable": False},
     "body_base64": {"data_type": "text", "nullable": False},
 }
-_INSERT_ONLY = {"disposition": "merge", "strategy": "insert-only"}
 LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
@@ -91,8 +94,22 @@ class LoadSummary:
     quarantined: int = 0
     segments: int = 0
     batches: int = 0
+    already_loaded: int = 0  # in segments a crashed run claimed, found committed and skipped
     corrupt_ranges: int = 0
     seconds: float = 0.0
+    paths: list[Path] = field(default_factory=list)  # segments read (of one dlt load)
+
+    def add(self, other: LoadSummary) -> None:
+        for name in (
+            "deliveries",
+            "identity_webhooks",
+            "quarantined",
+            "segments",
+            "batches",
+            "already_loaded",
+            "corrupt_ranges",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def line(self) -> str:
         rate = self.deliveries / self.seconds if self.seconds else 0.0
@@ -100,6 +117,11 @@ class LoadSummary:
             f"loaded {self.deliveries} deliveries ({self.identity_webhooks} identity webhooks, "
             f"{self.quarantined} quarantined) from {self.segments} spool segments in "
             f"{self.batches} batches, {self.seconds:.1f}s ({rate:.0f}/s)"
+            + (
+                f"; {self.already_loaded} already loaded by an interrupted run, skipped"
+                if self.already_loaded
+                else ""
+            )
             + (
                 f"; {self.corrupt_ranges} corrupt spool ranges kept aside"
                 if self.corrupt_ranges
@@ -116,6 +138,9 @@ def _configure_dlt() -> None:
     # `_dlt_id` comes with the arrow table (the delivery id, unique and stable across retries):
     # letting dlt generate one per row would make it rewrite every file it normalizes.
     os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID"] = "false"
+    # Each spool batch dlt pulls is written out (one parquet row group) before the next is read,
+    # instead of being buffered and concatenated up to 5,000 rows: memory follows the batch.
+    os.environ.setdefault("DATA_WRITER__BUFFER_MAX_ITEMS", "1")
     # Disk stays proportional to the backlog: no job files or staging rows kept after a load.
     os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
     os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
@@ -185,9 +210,9 @@ def make_pipeline(settings: Settings, connection=None):
 def _duckdb_connection(settings: Settings):
     """The loader's own DuckDB connection (closed when the load ends), or None elsewhere.
 
-    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows (the merge
-    reads every delivery_id): capping it keeps the loader's memory a function of the batch
-    size, not of the history. Insertion order is not needed for a merge.
+    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows: capping it
+    keeps the loader's memory a function of the batch size, not of the history. Rows need no
+    insertion order (the raw tables are keyed by delivery_id), which lets DuckDB stream them.
     """
     if settings.warehouse != "duckdb":
         yield None
@@ -205,23 +230,33 @@ def _duckdb_connection(settings: Settings):
         connection.close()
 
 
-def _resources(identity: pa.Table, quarantine: pa.Table) -> list:
+def _resource(batches: Iterable[tuple[pa.Table, pa.Table]], *, create: bool = False):
+    """One dlt resource feeding both raw tables, one pair of arrow tables per spool batch.
+
+    dlt pulls the batches as it extracts, so a load holds about one batch in memory however many
+    it spans; all of them land in one file per table and one dlt load. Empty tables are skipped,
+    except the first pair when `create` asks for both tables to exist.
+    """
     import dlt
 
-    return [
-        dlt.resource(
-            [table],
-            name=name,
-            primary_key="delivery_id",
-            write_disposition=_INSERT_ONLY,
+    def tables():
+        first = create
+        for identity, quarantine in batches:
+            for table, name in ((identity, IDENTITY_TABLE), (quarantine, QUARANTINE_TABLE)):
+                if table.num_rows or first:
+                    yield dlt.mark.with_table_name(table, name)
+            first = False
+
+    resource = dlt.resource(tables(), name="raw_webhooks", max_table_nesting=0)
+    for name, hints in ((IDENTITY_TABLE, IDENTITY_HINTS), (QUARANTINE_TABLE, QUARANTINE_HINTS)):
+        resource.apply_hints(
+            table_name=name,
             columns=hints,
-            max_table_nesting=0,
+            primary_key="delivery_id",
+            write_disposition="append",
+            create_table_variant=True,
         )
-        for table, name, hints in (
-            (identity, IDENTITY_TABLE, IDENTITY_HINTS),
-            (quarantine, QUARANTINE_TABLE, QUARANTINE_HINTS),
-        )
-    ]
+    return resource
 
 
 def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
@@ -278,8 +313,8 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-def _run(pipeline, identity: pa.Table, quarantine: pa.Table) -> None:
-    info = pipeline.run(_resources(identity, quarantine))
+def _run(pipeline, resource) -> None:
+    info = pipeline.run(resource)
     info.raise_on_failed_jobs()
     _forget_loaded_packages(pipeline)
 
@@ -295,11 +330,10 @@ def _forget_loaded_packages(pipeline) -> None:
 def _discard_pending(pipeline) -> None:
     """Drop load packages an interrupted run left behind; their segments are still claimed.
 
-    dlt would resume such a package, but resuming is not exactly-once: a copy into the staging
-    table that committed before the crash runs again, and the insert-only merge then inserts
-    both copies (tests/test_loader_crash.py, crash point "loading"). The claimed segments are
-    the source of truth, so they are loaded again as a new package, which starts with an empty
-    staging table, and the merge skips whatever the interrupted run had already committed.
+    dlt would resume such a package, but resuming is not exactly-once: a file whose copy into
+    the raw table committed before the crash would be appended again (tests/test_loader_crash.py,
+    crash point "loading"). The claimed segments are the source of truth, so they are loaded
+    again as a new package, without the delivery ids the interrupted run had already committed.
     Never leaving a package pending also keeps `run(data)` from silently ignoring new data.
     """
     if pipeline.has_pending_data:
@@ -331,27 +365,25 @@ def load(
         with writer_lock, _duckdb_connection(settings) as connection:
             pipeline = make_pipeline(settings, connection)
             _discard_pending(pipeline)
-            pending = reader.claimed()
-            with _setup_lock(settings):
-                if not _raw_tables_exist(pipeline):
-                    # An empty first load creates both raw tables, so dbt can build before data.
-                    _run(pipeline, *to_tables([]))
+            # Claimed by a run that did not finish: some of their rows may be committed.
+            recovering = reader.claimed()
+            # The first load of a new warehouse creates both raw tables, even with no data, so
+            # dbt can build before any delivery arrives. On a server warehouse the loaders of
+            # several nodes may start at once on an empty database: one creates them, alone.
+            create = not _raw_tables_exist(pipeline)
+            if create and settings.warehouse != "duckdb":
+                with _setup_lock(settings):
+                    if not _raw_tables_exist(pipeline):
+                        _run(pipeline, _resource([to_tables([])], create=True))
+                create = False
             while max_batches is None or summary.batches < max_batches:
-                if not pending:
-                    pending = reader.claim()
-                    if not pending:
-                        break
-                batch, pending = _take_batch(reader, pending, settings.batch_size, summary)
-                paths = [path for path, _ in batch]
-                deliveries = [delivery for _, found in batch for delivery in found]
-                identity, quarantine = to_tables(deliveries)
-                _run(pipeline, identity, quarantine)
-                reader.release(paths)
-                summary.batches += 1
-                summary.segments += len(paths)
-                summary.deliveries += len(deliveries)
-                summary.identity_webhooks += identity.num_rows
-                summary.quarantined += quarantine.num_rows
+                budget = None if max_batches is None else max_batches - summary.batches
+                group = _load_group(pipeline, reader, recovering, settings, budget, create)
+                create = False
+                if not group.paths:
+                    break
+                reader.release(group.paths)
+                summary.add(group)
                 summary.seconds = time.monotonic() - started
                 if progress is not None:
                     progress(summary, reader.backlog())
@@ -369,20 +401,119 @@ def _setup_lock(settings: Settings):
     return postgres_advisory_lock("flagsmith_warehouse.loader.setup", what="another loader's setup")
 
 
-def _take_batch(reader: SpoolReader, pending: list[Path], batch_size: int, summary: LoadSummary):
-    """Whole segments until the batch holds at least `batch_size` deliveries."""
+def _load_group(
+    pipeline,
+    reader: SpoolReader,
+    recovering: list[Path],
+    settings: Settings,
+    max_batches: int | None,
+    create: bool = False,
+) -> LoadSummary:
+    """One dlt load of about `settings.commit_size` deliveries, read `batch_size` at a time.
+
+    Segments are claimed one at a time as dlt asks for more, after the `recovering` ones. While
+    dlt writes one batch, a thread reads the next one and builds its arrow tables (reading,
+    hashing and writing parquet release the GIL). The summary returned lists every segment read,
+    to release once the load has committed; no segment is claimed beyond this load.
+    """
+    group = LoadSummary()
+    maybe_loaded = set(recovering)
+
+    def read_next() -> tuple[list[Path], list[Delivery], tuple[pa.Table, pa.Table] | None]:
+        batch = _take_batch(reader, recovering, settings.batch_size, group)
+        paths = [path for path, _ in batch]
+        deliveries = [delivery for _, found in batch for delivery in found]
+        if maybe_loaded.intersection(paths):
+            return paths, deliveries, None  # filtered in the caller's thread, through dlt
+        return paths, deliveries, to_tables(deliveries)
+
+    def batches():
+        try:
+            yield from read_ahead()
+        finally:
+            # Hand the batches' arrow buffers back to the system before DuckDB takes its share.
+            pa.default_memory_pool().release_unused()
+
+    def read_ahead():
+        with ThreadPoolExecutor(1, thread_name_prefix="spool-reader") as pool:
+            following = pool.submit(read_next)
+            while following is not None:
+                paths, deliveries, tables = following.result()
+                if not paths:
+                    return
+                if tables is None:
+                    kept = _not_yet_loaded(pipeline, deliveries)
+                    group.already_loaded += len(deliveries) - len(kept)
+                    deliveries = kept
+                    tables = to_tables(deliveries)
+                group.paths += paths
+                group.batches += 1
+                group.deliveries += len(deliveries)
+                group.identity_webhooks += tables[0].num_rows
+                group.quarantined += tables[1].num_rows
+                more = group.deliveries < settings.commit_size and (
+                    max_batches is None or group.batches < max_batches
+                )
+                following = pool.submit(read_next) if more else None
+                yield tables
+
+    if not create:
+        # Nothing to load: no dlt run at all (a scheduled `load` of an idle spool costs nothing).
+        source = batches()
+        first = next(source, None)
+        if first is None:
+            return group
+        _run(pipeline, _resource(itertools.chain([first], source)))
+    else:
+        _run(pipeline, _resource(itertools.chain([to_tables([])], batches()), create=True))
+    return group
+
+
+def _not_yet_loaded(pipeline, deliveries: list[Delivery]) -> list[Delivery]:
+    """The deliveries whose id is in neither raw table (a crashed run may have committed some)."""
+    ids = [d.delivery_id for d in deliveries]
+    loaded: set[str] = set()
+    with pipeline.sql_client() as client:
+        for name in (IDENTITY_TABLE, QUARANTINE_TABLE):
+            if not _table_exists(client, name):  # a crash in the very first load
+                continue
+            table = client.make_qualified_table_name(name)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = client.execute_sql(
+                    f"select delivery_id from {table} where delivery_id in ({marks})", *chunk
+                )
+                loaded.update(row[0] for row in rows or ())
+    return [d for d in deliveries if d.delivery_id not in loaded]
+
+
+def _take_batch(
+    reader: SpoolReader, recovering: list[Path], batch_size: int, group: LoadSummary
+) -> list[tuple[Path, list[Delivery]]]:
+    """Whole segments until the batch holds at least `batch_size` deliveries.
+
+    The `recovering` segments come first (consumed from the list), then newly claimed ones.
+    """
     batch: list[tuple[Path, list[Delivery]]] = []
     count = 0
-    while pending and (not batch or count < batch_size):
-        path = pending.pop(0)
+    while not batch or count < batch_size:
+        if recovering:
+            path = recovering.pop(0)
+        else:
+            claimed = reader.claim(limit=1)
+            if not claimed:
+                break
+            path = claimed[0]
         try:
             deliveries, report = reader.read(path)
         except FileNotFoundError:
             continue
-        summary.corrupt_ranges += report.corrupt_ranges
+        group.segments += 1
+        group.corrupt_ranges += report.corrupt_ranges
         batch.append((path, deliveries))
         count += len(deliveries)
-    return batch, pending
+    return batch
 
 
 def _raw_tables_exist(pipeline) -> bool:

@@ -87,7 +87,7 @@ class Delivery:
         return _FRAME.pack(MAGIC, len(rest), zlib.crc32(rest)) + rest
 
     @classmethod
-    def decode(cls, rest: bytes) -> Delivery:
+    def decode(cls, rest: bytes | memoryview) -> Delivery:
         (meta_length,) = _META_LENGTH.unpack_from(rest)
         meta = orjson.loads(rest[4 : 4 + meta_length])
         return cls(
@@ -351,6 +351,7 @@ def read_segment(
     checksum or metadata fails is saved to `corrupt_dir` and skipped.
     """
     data = path.read_bytes()
+    view = memoryview(data)  # records are sliced without copying; each body is copied once
     deliveries: list[Delivery] = []
     report = SegmentReport()
     position = 0
@@ -377,7 +378,7 @@ def read_segment(
             frame_ok = magic == MAGIC and length >= _META_LENGTH.size
             complete = frame_ok and end <= size
         if frame_ok and complete:
-            rest = data[position + _FRAME.size : end]
+            rest = view[position + _FRAME.size : end]
             if zlib.crc32(rest) == crc:
                 try:
                     delivery = Delivery.decode(rest)
@@ -443,7 +444,7 @@ class SpoolReader:
         taken: list[Path] = []
         for path in sorted((self.spool_dir / READY).glob(f"*{SEGMENT_SUFFIX}")):
             if limit is not None and len(taken) >= limit:
-                return taken
+                break
             target = self.spool_dir / CLAIMED / path.name
             with contextlib.suppress(FileNotFoundError):
                 os.rename(path, target)
@@ -462,7 +463,7 @@ class SpoolReader:
             finally:
                 os.close(fd)
         self._remove_abandoned_temporaries()
-        if taken:
+        if taken:  # durable before any is read: the loader takes a claimed one as maybe loaded
             _fsync_dir(self.spool_dir / CLAIMED)
         return taken
 

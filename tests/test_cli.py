@@ -209,6 +209,7 @@ def test_load_on_a_terminal_shows_progress(tmp_path):
         "FLAGSMITH_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "FLAGSMITH_STATE_DIR": str(tmp_path / "state"),
         "FLAGSMITH_LOAD_BATCH_SIZE": "2",
+        "FLAGSMITH_LOAD_COMMIT_SIZE": "2",  # progress follows commits: one per 2 deliveries
     }
     leader, follower = pty.openpty()
     process = subprocess.Popen(

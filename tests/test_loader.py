@@ -106,14 +106,11 @@ def test_crash_after_commit_before_release_never_duplicates(settings, monkeypatc
 
 def test_crash_with_a_pending_package_loads_it_and_the_new_data(settings, monkeypatch):
     first = _spool(settings, [shared_examples()[0][1]])
-    real_run = pipeline._run
 
-    def extract_and_die(p, identity, quarantine):
-        if identity.num_rows:
-            p.extract(pipeline._resources(identity, quarantine))
-            p.normalize()
-            raise RuntimeError("killed before the load step")
-        return real_run(p, identity, quarantine)
+    def extract_and_die(p, resource):
+        p.extract(resource)
+        p.normalize()
+        raise RuntimeError("killed before the load step")
 
     monkeypatch.setattr(pipeline, "_run", extract_and_die)
     with pytest.raises(RuntimeError):
@@ -157,3 +154,28 @@ def test_a_second_load_of_the_same_spool_exits_clearly(settings):
     ):
         pipeline.load(settings)
     assert "already running" in str(busy.value)
+
+
+def test_reclaimed_segments_load_only_what_is_not_committed_yet(settings):
+    """A crashed run's claimed segments are partly committed: only the rest is appended."""
+    first = _spool(settings, [body for _, body, _ in shared_examples()])
+    first += _spool(settings, [b"[]"], kind="quarantine", reason="not_an_object")
+    segments = {path: path.read_bytes() for path in (settings.spool_dir / "ready").glob("*.seg")}
+    assert pipeline.load(settings).deliveries == 4
+    later = _spool(settings, [shared_examples()[0][1]])  # never loaded
+    claimed = settings.spool_dir / "claimed"
+    for path, data in segments.items():  # as if the first run died before releasing them
+        (claimed / path.name).write_bytes(data)
+    for path in (settings.spool_dir / "ready").glob("*.seg"):
+        path.rename(claimed / path.name)
+
+    summary = pipeline.load(settings)
+    assert (summary.deliveries, summary.already_loaded) == (1, 4)
+    assert "4 already loaded" in summary.line()
+    ids = _rows(
+        settings,
+        "select delivery_id from flagsmith_raw.identity_webhooks"
+        " union all select delivery_id from flagsmith_raw.quarantined_webhooks",
+    )
+    assert sorted(r[0] for r in ids) == sorted(d.delivery_id for d in first + later)
+    assert SpoolReader(settings.spool_dir).backlog()["claimed_segments"] == 0

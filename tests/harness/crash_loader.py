@@ -4,14 +4,14 @@
 
 Settings come from the environment like `flagsmith-warehouse load`. The kill is wired in here by
 wrapping the loader's own functions, so the production code carries no test hook. POINT is the
-first moment of the second batch (the first batch commits normally) at which to die:
+moment of the second dlt load (the first commits normally) at which to die:
 
-    claimed        segments moved to claimed/, nothing read yet
-    extracted      dlt extracted the batch into a load package, not normalized
+    claimed        a segment moved to claimed/, nothing read yet
+    extracted      dlt extracted the load's batches into a load package, not normalized
     normalized     normalized, not loaded
-    loading        the batch copied into dlt's staging table, not merged into the raw table
-    committed      the raw table has the batch, the spool still has its segments
-    releasing      half of the batch's segments removed from the spool
+    loading        the identity rows appended to the raw table, the package not finished
+    committed      the raw tables have the load, the spool still has its segments
+    releasing      half of the load's segments removed from the spool
 """
 
 from __future__ import annotations
@@ -35,17 +35,24 @@ def die() -> None:
 def main(point: str) -> None:
     if point not in POINTS:
         raise SystemExit(f"unknown point {point!r}; one of {', '.join(POINTS)}")
-    batches = {"n": 0}
+    loads = {"n": 0}
 
-    real_take = pipeline._take_batch
+    real_group = pipeline._load_group
 
-    def take_batch(*args, **kwargs):
-        batches["n"] += 1
-        if point == "claimed" and batches["n"] == 2:
+    def load_group(*args, **kwargs):
+        loads["n"] += 1
+        return real_group(*args, **kwargs)
+
+    pipeline._load_group = load_group
+
+    real_read = SpoolReader.read
+
+    def read(self, path):
+        if point == "claimed" and loads["n"] == 2:
             die()
-        return real_take(*args, **kwargs)
+        return real_read(self, path)
 
-    pipeline._take_batch = take_batch
+    SpoolReader.read = read
 
     import dlt
     from dlt.destinations.impl.duckdb import duck
@@ -55,18 +62,18 @@ def main(point: str) -> None:
     real_copy = duck.DuckDbCopyJob.run
 
     def normalize(self, *args, **kwargs):
-        if point == "extracted" and batches["n"] == 2:
+        if point == "extracted" and loads["n"] == 2:
             die()
         return real_normalize(self, *args, **kwargs)
 
     def load(self, *args, **kwargs):
-        if point == "normalized" and batches["n"] == 2:
+        if point == "normalized" and loads["n"] == 2:
             die()
         return real_load(self, *args, **kwargs)
 
     def copy(job):
         real_copy(job)
-        if point == "loading" and batches["n"] == 2 and "identity_webhooks" in job._file_path:
+        if point == "loading" and loads["n"] == 2 and "identity_webhooks" in job._file_path:
             die()
 
     dlt.Pipeline.normalize = normalize
@@ -76,9 +83,9 @@ def main(point: str) -> None:
     real_release = SpoolReader.release
 
     def release(self, paths):
-        if batches["n"] == 2 and point == "committed":
+        if loads["n"] == 2 and point == "committed":
             die()
-        if batches["n"] == 2 and point == "releasing":
+        if loads["n"] == 2 and point == "releasing":
             real_release(self, paths[: max(1, len(paths) // 2)])
             die()
         return real_release(self, paths)
