@@ -107,12 +107,15 @@
 {%- endmacro %}
 
 
-{% macro incremental_config(input_model, replace_by) -%}
-    {#- The config every incremental mart shares; `replace_by` names the partition columns. -#}
+{% macro incremental_config(input_model, replace_by, replace_new_identities=false) -%}
+    {#- The config every incremental mart shares; `replace_by` names the partition columns.
+        `replace_new_identities`: the model recomputes every identity with new deliveries, whose
+        partition (environment_id, identity) is replaced even when it now has no rows. -#}
     {{ return({
         'materialized': 'incremental',
         'incremental_strategy': 'flagsmith_replace_partitions',
         'flagsmith_replace_by': replace_by,
+        'flagsmith_replace_new_identities': replace_new_identities,
         'on_schema_change': 'fail',
         'pre_hook': [
             "{{ flagsmith_warehouse.create_watermarks_table() }}",
@@ -146,9 +149,12 @@
 
 {% macro get_incremental_flagsmith_replace_partitions_sql(arg_dict) -%}
     {#- Replace whole partitions: delete every target row whose partition appears in the new
-        rows, then insert the new rows. A recomputed partition is never smaller than before
-        (input only grows), so the new rows name every partition that changed. Nullable
-        partition columns (environment_id) are compared null-safely. -#}
+        rows, then insert the new rows. Input only grows, so a recomputed partition of most marts
+        keeps at least one row and the new rows name every partition that changed. Not so for
+        the segment and trait histories: a late delivery at the same instant as an identity's
+        only membership or trait value can end it (one instant, the last delivery's state), so
+        those marts replace every identity with new deliveries (`replace_new_identities`).
+        Nullable partition columns (environment_id) are compared null-safely. -#}
     {%- set target = arg_dict['target_relation'] -%}
     {%- set source = arg_dict['temp_relation'] -%}
     {%- set partition_columns = config.get('flagsmith_replace_by') -%}
@@ -165,6 +171,10 @@
     delete from {{ target }}
     where ({{ keys | join(', ') }}) in (
         select {{ keys | join(', ') }} from {{ source }}
+        {%- if config.get('flagsmith_replace_new_identities') %}
+        union
+        {{ flagsmith_warehouse.identities_with_new_deliveries_sql() }}
+        {%- endif %}
     );
     insert into {{ target }} ({{ dest_columns }})
     select {{ dest_columns }} from {{ source }}
@@ -178,6 +188,17 @@
     {%- else -%}
         {{ column }}
     {%- endif -%}
+{%- endmacro %}
+
+
+{% macro identities_with_new_deliveries_sql() -%}
+    {#- (environment scope, identity) of every identity with deliveries this model has not
+        processed, keyed like `partition_key`. -#}
+    select distinct
+        {{ flagsmith_warehouse.partition_key('environment_id') }} as environment_scope,
+        identity
+    from {{ ref('stg_flagsmith__identity_webhooks') }}
+    where {{ flagsmith_warehouse.new_input_condition() }}
 {%- endmacro %}
 
 
@@ -200,11 +221,7 @@
     ),
 
     identities_with_new_deliveries as (
-        select distinct
-            {{ scope }} as environment_scope,
-            identity
-        from webhooks
-        where {{ flagsmith_warehouse.new_input_condition() }}
+        {{ flagsmith_warehouse.identities_with_new_deliveries_sql() }}
     ),
 
     identity_deliveries as (

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import random
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from loader.simulate import iter_deliveries
+from loader.spool import Delivery
 
+from .bodies import body, flag
 from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart
 from .oracle import COLUMNS
 from .warehouse import Posted, connect, dbt, land, warehouse_settings
@@ -95,3 +97,40 @@ def assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
 @pytest.mark.parametrize("seed", [3, 8])
 def test_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed):
     assert_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed)
+
+
+def test_a_late_delivery_at_the_same_instant_can_end_an_identitys_only_runs(tmp_path):
+    """u1's only delivery makes it a segment member with a stored trait. A delivery landed later,
+    stamped with the same microsecond and a greater delivery id, lists neither: the instant's
+    state is the later one's, so u1 has no membership or trait run at all. The incremental run
+    must remove the rows of a partition that is now empty, not only replace non-empty ones."""
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    features = [flag(1, "checkout")]
+    member = body(
+        "u1",
+        features,
+        traits=[{"trait_key": "plan", "trait_value": "free", "transient": False}],
+        segments=[{"id": 5, "name": "beta", "member": True}],
+    )
+    neither = body("u1", features)
+    other = body("u2", features, segments=[{"id": 5, "name": "beta", "member": True}])
+
+    def record(delivery_id: str, payload: bytes, received_at: datetime) -> Delivery:
+        return Delivery(delivery_id, received_at, payload, "production", "verified", None)
+
+    settings = warehouse_settings(tmp_path / "late")
+    land(settings, [record("0190-a", member, at), record("0190-c", other, at)])
+    assert dbt(settings, "build").returncode == 0
+    with connect(settings) as connection:
+        before = fetch_mart(connection, "flagsmith__segment_membership_periods")
+        assert [row["identity"] for row in before] == ["u1", "u2"]
+
+    land(settings, [record("0190-b", neither, at)])
+    result = dbt(settings, "build")
+    assert result.returncode == 0, result.output[-4000:]
+    with connect(settings) as connection:
+        expected = expected_marts(connection)
+        assert [r["identity"] for r in expected["flagsmith__segment_membership_periods"]] == ["u2"]
+        assert expected["flagsmith__trait_history"] == []
+        for name in COLUMNS:
+            assert_mart_equal(fetch_mart(connection, name), expected[name], name)

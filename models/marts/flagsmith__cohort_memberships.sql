@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity']
+    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity'],
+    replace_new_identities=true
 )) }}
 
 {#- Cohorts an analyst segments by, as entry and exit times:
@@ -8,8 +9,6 @@
       variant (e.g. an override that serves the same value) are one membership;
     - segment: the segment membership periods (cohort_key = segment name).
     Incremental per identity: identities whose periods were recomputed in this run. -#}
-
--- depends_on: {{ ref('stg_flagsmith__identity_webhooks') }}
 
 with
 
@@ -22,6 +21,11 @@ segment_periods as (
 ),
 
 identities_recomputed as (
+    -- every identity with new deliveries (whose segment periods may all have ended, see
+    -- flagsmith_replace_partitions), and every identity whose periods were recomputed
+    select environment_id, identity from {{ ref('stg_flagsmith__identity_webhooks') }}
+    where {{ flagsmith_warehouse.new_input_condition() }}
+    union
     select environment_id, identity from exposure_periods
     where {{ flagsmith_warehouse.new_input_condition() }}
     union

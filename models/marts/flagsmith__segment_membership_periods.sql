@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity']
+    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity'],
+    replace_new_identities=true
 )) }}
 
 {#- Runs of deliveries of one identity in which it is listed as a member of the segment. Every

@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity']
+    'stg_flagsmith__identity_webhooks', ['environment_id', 'identity'],
+    replace_new_identities=true
 )) }}
 
 {#- Runs of one stored value of one trait of one identity. Transient traits are per-request and
