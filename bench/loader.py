@@ -16,18 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.process import timed_rss  # noqa: E402
 from loader.simulate import iter_deliveries  # noqa: E402
 from loader.spool import Delivery, SpoolWriter, new_delivery_id  # noqa: E402
 
@@ -48,23 +46,6 @@ def write_spool(directory: Path, deliveries: int, flags: int) -> tuple[int, Path
             total += len(item.body)
     writer.close()
     return total, ndjson
-
-
-def timed_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MB (GNU time), and stderr of one process."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        ["/usr/bin/time", "-f", "MAXRSS_KB=%M", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{command} failed:\n{result.stderr[-3000:]}")
-    rss = int(re.search(r"MAXRSS_KB=(\d+)", result.stderr).group(1)) / 1024
-    return seconds, rss, result.stderr
 
 
 def run_loader(work: Path, spool_copy: Path) -> dict:

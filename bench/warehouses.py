@@ -26,19 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.process import timed_rss  # noqa: E402
 from loader.simulate import iter_deliveries  # noqa: E402
 from loader.spool import Delivery, SpoolWriter, new_delivery_id  # noqa: E402
 
@@ -56,23 +54,6 @@ def write_spools(directory: Path, deliveries: int, more: int, flags: int) -> Non
         writer.append(Delivery(new_delivery_id(item.at), item.at, item.body, item.environment_key))
     base.close()
     extra.close()
-
-
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS in MB (GNU time) of one process, which must succeed."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        ["/usr/bin/time", "-f", "MAXRSS_KB=%M", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    rss = int(re.search(r"MAXRSS_KB=(\d+)", result.stderr).group(1)) / 1024
-    return seconds, rss
 
 
 def postgres_admin(sql: str) -> None:
@@ -114,7 +95,7 @@ def run_round(root: Path, spools: Path, warehouse: str) -> dict[str, dict[str, f
     phases: dict[str, dict[str, float]] = {}
 
     def phase(name: str, *arguments: str) -> None:
-        seconds, rss = timed([*command, *arguments], env)
+        seconds, rss, _ = timed_rss([*command, *arguments], env)
         phases[name] = {"seconds": seconds, "peak_rss_mb": rss}
 
     try:
