@@ -245,17 +245,13 @@
             environment_id,
             identity,
             received_at,
-            row_number() over (
-                partition by environment_id, identity, received_at
-                order by delivery_id desc
-            ) as rank_in_instant,
-            count(*) over (
-                partition by environment_id, identity, received_at
-            ) as deliveries_at_instant,
+            row_number() over (instant order by delivery_id desc) as rank_in_instant,
+            count(*) over instant as deliveries_at_instant,
             max(transform_batch_at) over (
                 partition by environment_id, identity
             ) as transform_batch_at
         from identity_deliveries
+        window instant as (partition by environment_id, identity, received_at)
     )
 
     select

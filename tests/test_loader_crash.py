@@ -16,6 +16,7 @@ from loader.spool import Delivery, SpoolReader, SpoolWriter, new_delivery_id
 
 from .conftest import REPO, shared_examples
 from .harness.crash_loader import POINTS
+from .warehouse import landed_delivery_ids
 
 
 def _spool_batches(settings, segments: int, per_segment: int) -> list[str]:
@@ -56,13 +57,7 @@ def test_a_killed_load_is_finished_exactly_once_by_the_next(settings, point):
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
 
     summary = pipeline.load(settings)  # the next scheduled load, in a fresh process's shoes
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
-        loaded = [
-            row[0]
-            for row in connection.execute(
-                "select delivery_id from flagsmith_raw.identity_webhooks"
-            ).fetchall()
-        ]
+    loaded = landed_delivery_ids(settings)
     assert len(loaded) == len(set(loaded)), f"duplicates after a crash at {point}"
     assert sorted(loaded) == sorted(ids), f"deliveries lost after a crash at {point}"
     if point in ("claimed", "extracted", "normalized"):  # nothing of the second load committed
@@ -81,13 +76,7 @@ def test_a_corrupt_segment_is_kept_aside_and_does_not_block_the_others(settings,
     data[40] ^= 0xFF  # inside the first record of the middle segment
     middle.write_bytes(bytes(data[: len(data) - 7]))  # and its last record cut short
     summary = pipeline.load(settings)
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
-        loaded = {
-            row[0]
-            for row in connection.execute(
-                "select delivery_id from flagsmith_raw.identity_webhooks"
-            ).fetchall()
-        }
+    loaded = set(landed_delivery_ids(settings))
     assert set(ids[:5]) | set(ids[10:]) <= loaded  # the other segments are all there
     assert len(loaded & set(ids[5:10])) == 3  # the middle one lost its first and torn last record
     assert summary.corrupt_ranges == 1

@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from loader import pipeline
@@ -25,6 +24,7 @@ from loader.simulate import generate, post_all
 from loader.spool import iter_all_deliveries
 
 from .conftest import shared_examples, sign
+from .warehouse import landed_delivery_ids
 
 NEW_SECRET = b"new-secret"
 RETIRED_SECRET = b"retired-secret"  # rotated out: configured nowhere any more
@@ -395,13 +395,7 @@ def test_kill_9_during_a_burst_loses_nothing_that_got_a_202(tmp_path):
         state_dir=tmp_path / "state",
     )
     pipeline.load(settings)
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
-        loaded = [
-            row[0]
-            for row in connection.execute(
-                "select delivery_id from flagsmith_raw.identity_webhooks"
-            ).fetchall()
-        ]
+    loaded = landed_delivery_ids(settings)
     assert len(loaded) == len(set(loaded))
     missing = acknowledged - set(loaded)
     assert not missing, f"{len(missing)} deliveries answered 202 were lost"

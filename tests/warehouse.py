@@ -108,3 +108,10 @@ def connect(settings: Settings):
     connection = duckdb.connect(str(settings.duckdb_path), read_only=True)
     connection.execute("set TimeZone = 'UTC'")
     return connection
+
+
+def landed_delivery_ids(settings: Settings) -> list[str]:
+    """Every delivery id in the raw identity table, duplicates kept (so tests can find them)."""
+    with connect(settings) as connection:
+        rows = connection.execute("select delivery_id from flagsmith_raw.identity_webhooks")
+        return [row[0] for row in rows.fetchall()]

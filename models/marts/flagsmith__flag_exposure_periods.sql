@@ -111,16 +111,11 @@ evaluations_in_instants as (
     -- unknown, so the last by delivery_id stands for the instant's state, and all of them count
     select
         *,
-        row_number() over (
-            partition by environment_id, identity, feature_id, received_at
-            order by delivery_id desc
-        ) as rank_in_instant,
+        row_number() over (instant order by delivery_id desc) as rank_in_instant,
         count(*) over instant as evaluations_at_instant,
         min(delivery_id) over instant as first_delivery_at_instant,
-        first_value(environment_key) over (
-            partition by environment_id, identity, feature_id, received_at
-            order by delivery_id
-        ) as first_environment_key_at_instant,
+        first_value(environment_key) over (instant order by delivery_id)
+            as first_environment_key_at_instant,
         max(transform_batch_at) over instant as last_batch_at_instant
     from evaluations_to_place
     window instant as (partition by environment_id, identity, feature_id, received_at)
