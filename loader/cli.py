@@ -87,10 +87,34 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
     except LockBusy as busy:
         print(f"not loading: {busy}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: a scheduler may simply try again later
+    except Exception as error:
+        if not _out_of_memory(error):
+            raise
+        from .pipeline import LOADER_DUCKDB_MEMORY
+
+        print(
+            f"\nload failed: DuckDB ran out of memory under the loader's cap "
+            f"(FLAGSMITH_LOADER_DUCKDB_MEMORY={LOADER_DUCKDB_MEMORY}). Bodies of hundreds of KB "
+            "(projects with many hundreds of flags) need more: try 1GB. Nothing is lost: the "
+            "deliveries stay in the spool and the next load takes them again.",
+            file=sys.stderr,
+        )
+        return 1
     if interactive:
         sys.stderr.write("\n")
     print(summary.line(), file=sys.stderr)
     return 0
+
+
+def _out_of_memory(error: BaseException | None) -> bool:
+    """Whether DuckDB's out-of-memory error is somewhere in the chain dlt wrapped it in."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if "Out of Memory Error" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def cmd_load(args: argparse.Namespace) -> int:

@@ -84,6 +84,10 @@ QUARANTINE_HINTS = {
     "body": {"data_type": "text", "nullable": False},
     "body_base64": {"data_type": "text", "nullable": False},
 }
+# A spool batch also ends at this many bytes of bodies, and dlt gets it in parquet row groups of
+# at most about PARQUET_ROW_GROUP_BYTES: memory follows these, not the size of one body.
+BATCH_BYTES = 32 * 1024 * 1024
+PARQUET_ROW_GROUP_BYTES = 8 * 1024 * 1024
 LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
@@ -155,7 +159,9 @@ def destination(settings: Settings, connection=None):
         if connection is None:
             settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
             return dlt.destinations.duckdb(str(settings.duckdb_path))
-        return dlt.destinations.duckdb(connection)
+        from .duckdb_destination import destination as attached
+
+        return attached(connection)
     if settings.warehouse == "postgres":
         # Several loaders (one per node) load into one database at once. dlt's default staging
         # dataset, `<dataset>_staging`, would be shared by all of them, and each truncates and
@@ -211,19 +217,16 @@ def _duckdb_connection(settings: Settings):
     """The loader's own DuckDB connection (closed when the load ends), or None elsewhere.
 
     DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows: capping it
-    keeps the loader's memory a function of the batch size, not of the history. Rows need no
-    insertion order (the raw tables are keyed by delivery_id), which lets DuckDB stream them.
+    keeps the loader's memory a function of the batch size, not of the history. The file is
+    attached with small row groups, written out as they fill (`duckdb_destination`).
     """
     if settings.warehouse != "duckdb":
         yield None
         return
-    import duckdb
+    from .duckdb_destination import connect
 
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    connection = duckdb.connect(
-        str(settings.duckdb_path),
-        config={"memory_limit": LOADER_DUCKDB_MEMORY, "preserve_insertion_order": False},
-    )
+    connection = connect(settings.duckdb_path, LOADER_DUCKDB_MEMORY)
     try:
         yield connection
     finally:
@@ -244,7 +247,8 @@ def _resource(batches: Iterable[tuple[pa.Table, pa.Table]], *, create: bool = Fa
         for identity, quarantine in batches:
             for table, name in ((identity, IDENTITY_TABLE), (quarantine, QUARANTINE_TABLE)):
                 if table.num_rows or first:
-                    yield dlt.mark.with_table_name(table, name)
+                    for piece in row_groups(table):
+                        yield dlt.mark.with_table_name(piece, name)
             first = False
 
     resource = dlt.resource(tables(), name="raw_webhooks", max_table_nesting=0)
@@ -257,6 +261,22 @@ def _resource(batches: Iterable[tuple[pa.Table, pa.Table]], *, create: bool = Fa
             create_table_variant=True,
         )
     return resource
+
+
+def row_groups(table: pa.Table, limit: int | None = None) -> list[pa.Table]:
+    """`table` cut (without copying) into slices of about `limit` bytes or less, at least a row.
+
+    dlt writes each item it is given as its own parquet row group, and DuckDB reads a row group
+    whole on each of its threads. A batch of 1,000 bodies of 100 KB (a project with hundreds of
+    flags) as one table was a 100 MB row group, and the load failed at the 384MB cap ("failed to
+    allocate data"), on every retry (tests/test_loader.py). Slices keep DuckDB's share the same
+    whatever the size of the bodies.
+    """
+    limit = PARQUET_ROW_GROUP_BYTES if limit is None else limit
+    if table.num_rows <= 1 or table.nbytes <= limit:
+        return [table]
+    rows = max(1, limit * table.num_rows // table.nbytes)
+    return [table.slice(start, rows) for start in range(0, table.num_rows, rows)]
 
 
 def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
@@ -383,6 +403,10 @@ def load(
                 if not group.paths:
                     break
                 reader.release(group.paths)
+                if connection is not None:
+                    from .duckdb_destination import release_cache
+
+                    release_cache(connection, LOADER_DUCKDB_MEMORY)
                 summary.add(group)
                 summary.seconds = time.monotonic() - started
                 if progress is not None:
@@ -491,13 +515,16 @@ def _not_yet_loaded(pipeline, deliveries: list[Delivery]) -> list[Delivery]:
 def _take_batch(
     reader: SpoolReader, recovering: list[Path], batch_size: int, group: LoadSummary
 ) -> list[tuple[Path, list[Delivery]]]:
-    """Whole segments until the batch holds at least `batch_size` deliveries.
+    """Whole segments until the batch holds `batch_size` deliveries or `BATCH_BYTES` of bodies.
 
-    The `recovering` segments come first (consumed from the list), then newly claimed ones.
+    The `recovering` segments come first (consumed from the list), then newly claimed ones. The
+    byte bound keeps a batch's memory the same whatever the size of the bodies (a receiver's
+    segment is at most 8 MB, so a batch overshoots it by less than that).
     """
     batch: list[tuple[Path, list[Delivery]]] = []
     count = 0
-    while not batch or count < batch_size:
+    size = 0
+    while not batch or (count < batch_size and size < BATCH_BYTES):
         if recovering:
             path = recovering.pop(0)
         else:
@@ -513,6 +540,7 @@ def _take_batch(
         group.corrupt_ranges += report.corrupt_ranges
         batch.append((path, deliveries))
         count += len(deliveries)
+        size += sum(len(delivery.body) for delivery in deliveries)
     return batch
 
 

@@ -105,6 +105,41 @@ def test_load_exits_75_when_another_load_runs(tmp_path, monkeypatch, capsys):
     assert "already running" in capsys.readouterr().err
 
 
+def test_load_out_of_duckdb_memory_says_what_to_do_and_loses_nothing(tmp_path, monkeypatch, capsys):
+    """Bodies too big for the loader's DuckDB cap: a clear message, exit 1, and the deliveries
+    stay in the spool; with a bigger cap the next load lands each of them once."""
+    import duckdb
+
+    from loader import pipeline
+    from loader.simulate import iter_deliveries
+    from loader.spool import Delivery, SpoolWriter, new_delivery_id
+
+    monkeypatch.setenv("FLAGSMITH_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("FLAGSMITH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("FLAGSMITH_DUCKDB_PATH", str(tmp_path / "w.duckdb"))
+    monkeypatch.setenv("RUNTIME__LOG_LEVEL", "CRITICAL")
+    writer = SpoolWriter(tmp_path / "spool")
+    ids = set()
+    for item in iter_deliveries(150, seed=9, n_flags=900, n_identities=50):
+        delivery = Delivery(new_delivery_id(item.at), item.at, item.body, item.environment_key)
+        writer.append(delivery)
+        ids.add(delivery.delivery_id)
+    writer.close()
+    monkeypatch.setattr(pipeline, "LOADER_DUCKDB_MEMORY", "32MB")
+    assert main(["load"]) == 1
+    err = capsys.readouterr().err
+    assert "DuckDB ran out of memory" in err and "FLAGSMITH_LOADER_DUCKDB_MEMORY=32MB" in err
+    assert {d.delivery_id for d in iter_all_deliveries(tmp_path / "spool")} == ids
+
+    monkeypatch.setattr(pipeline, "LOADER_DUCKDB_MEMORY", "1GB")
+    assert main(["load"]) == 0
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        landed = connection.execute(
+            "select delivery_id from flagsmith_raw.identity_webhooks"
+        ).fetchall()
+    assert sorted(row[0] for row in landed) == sorted(ids)
+
+
 def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("FLAGSMITH_WAREHOUSE", "oracle")
     assert main(["load"]) == 2
