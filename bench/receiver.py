@@ -1,10 +1,12 @@
 """Receiver throughput and latency against a bare endpoint, measured in the same run.
 
     .venv/bin/python bench/receiver.py [--seconds 15] [--connections 16] [--repeat 3]
+        [--workers 2] [--threads 8]
 
 Drives, with wrk (Debian package `wrk`), two servers with identical gunicorn settings (gthread,
-2 workers x 8 threads): the real receiver (HMAC verification, classification, spool append with
-fsync before the 202) and a bare Flask endpoint that reads the body and stores nothing. Each
+by default 2 workers x 8 threads, `serve`'s defaults): the real receiver (HMAC verification,
+classification, spool append with fsync before the 202) and a bare Flask endpoint that reads the
+body and stores nothing. Each
 round runs both, alternating, with the same signed ~4 KB Flagsmith body. Reports medians of
 requests per second and p50/p99 latency, the ratio of the two throughputs (target >= 0.6), the
 receiver's p99 (target <= 50 ms at 16 connections), and checks that every 2xx is durable: after a
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from loader.demo import free_port, start_receiver, stop, wait_ready  # noqa: E402
+from loader.server import DEFAULT_THREADS, DEFAULT_WORKERS  # noqa: E402
 from loader.simulate import generate  # noqa: E402
 from loader.spool import iter_all_deliveries  # noqa: E402
 
@@ -54,7 +57,8 @@ BARE_APP = textwrap.dedent(
 
     class Bare(BaseApplication):
         def load_config(self):
-            for key, value in gunicorn_options("127.0.0.1", {port}).items():
+            options = gunicorn_options("127.0.0.1", {port}, {workers}, {threads})
+            for key, value in options.items():
                 if key not in ("worker_exit", "child_exit"):
                     self.cfg.set(key, value)
 
@@ -99,10 +103,14 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
     }
 
 
-def bench_bare(workdir: Path, script: Path, seconds: int, connections: int) -> dict:
+def bench_bare(
+    workdir: Path, script: Path, seconds: int, connections: int, workers: int, threads: int
+) -> dict:
     port = free_port()
     app_file = workdir / "bare_app.py"
-    app_file.write_text(BARE_APP.format(repo=str(REPO), port=port))
+    app_file.write_text(
+        BARE_APP.format(repo=str(REPO), port=port, workers=workers, threads=threads)
+    )
     process = subprocess.Popen(
         [sys.executable, str(app_file)],
         stdout=subprocess.DEVNULL,
@@ -116,12 +124,14 @@ def bench_bare(workdir: Path, script: Path, seconds: int, connections: int) -> d
         stop(process)
 
 
-def bench_receiver(workdir: Path, script: Path, seconds: int, connections: int) -> dict:
+def bench_receiver(
+    workdir: Path, script: Path, seconds: int, connections: int, workers: int, threads: int
+) -> dict:
     spool = workdir / "spool"
     shutil.rmtree(spool, ignore_errors=True)
     env = dict(os.environ, FLAGSMITH_WEBHOOK_SECRET=SECRET, FLAGSMITH_SPOOL_DIR=str(spool))
     port = free_port()
-    process = start_receiver(env, port)
+    process = start_receiver(env, port, ["--workers", str(workers), "--threads", str(threads)])
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
         result = run_wrk(
@@ -141,6 +151,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="both servers")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="both servers")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -158,8 +170,9 @@ def main() -> int:
     )
     rounds = []
     for number in range(args.repeat):
-        bare = bench_bare(workdir, script, args.seconds, args.connections)
-        real = bench_receiver(workdir, script, args.seconds, args.connections)
+        shape = (args.seconds, args.connections, args.workers, args.threads)
+        bare = bench_bare(workdir, script, *shape)
+        real = bench_receiver(workdir, script, *shape)
         rounds.append({"bare": bare, "receiver": real})
         print(
             f"round {number + 1}: bare {bare['rps']:.0f} req/s p99 {bare['p99_ms']:.1f} ms | "
@@ -180,6 +193,8 @@ def main() -> int:
         "connections": args.connections,
         "seconds": args.seconds,
         "repeat": args.repeat,
+        "workers": args.workers,
+        "threads": args.threads,
         "bare_rps_median": median("bare", "rps"),
         "bare_p50_ms_median": median("bare", "p50_ms"),
         "bare_p99_ms_median": median("bare", "p99_ms"),
@@ -192,7 +207,8 @@ def main() -> int:
     }
     print()
     print(
-        f"body {len(body)} bytes, {args.connections} connections, {args.seconds}s x {args.repeat}"
+        f"body {len(body)} bytes, {args.connections} connections, {args.seconds}s x {args.repeat},"
+        f" gunicorn gthread {args.workers} workers x {args.threads} threads"
     )
     print(f"{'':10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
     for side in ("bare", "receiver"):

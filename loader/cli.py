@@ -88,15 +88,18 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
         print(f"not loading: {busy}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: a scheduler may simply try again later
     except Exception as error:
-        if not _out_of_memory(error):
+        cause = _out_of_memory(error)
+        if cause is None:
             raise
+        from .duckdb_destination import parse_size
         from .pipeline import LOADER_DUCKDB_MEMORY
 
+        bigger = f"{2 * parse_size(LOADER_DUCKDB_MEMORY) // 1_000_000}MB"
         print(
-            f"\nload failed: DuckDB ran out of memory under the loader's cap "
-            f"(FLAGSMITH_LOADER_DUCKDB_MEMORY={LOADER_DUCKDB_MEMORY}). Bodies of hundreds of KB "
-            "(projects with many hundreds of flags) need more: try 1GB. Nothing is lost: the "
-            "deliveries stay in the spool and the next load takes them again.",
+            f"\nload failed: DuckDB ran out of memory under the loader's cap, "
+            f"FLAGSMITH_LOADER_DUCKDB_MEMORY={LOADER_DUCKDB_MEMORY} ({cause}). Bodies of hundreds "
+            f"of KB (projects with many hundreds of flags) need more: try {bigger}. Nothing is "
+            "lost: the deliveries stay in the spool and the next load takes them again.",
             file=sys.stderr,
         )
         return 1
@@ -106,15 +109,17 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _out_of_memory(error: BaseException | None) -> bool:
-    """Whether DuckDB's out-of-memory error is somewhere in the chain dlt wrapped it in."""
+def _out_of_memory(error: BaseException | None) -> str | None:
+    """DuckDB's out-of-memory message, if it is somewhere in the chain dlt wrapped it in."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if "Out of Memory Error" in str(error):
-            return True
+        text = str(error)
+        at = text.find("Out of Memory Error")
+        if at >= 0:
+            return text[at:].splitlines()[0]
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def cmd_load(args: argparse.Namespace) -> int:

@@ -85,7 +85,7 @@ QUARANTINE_HINTS = {
     "body_base64": {"data_type": "text", "nullable": False},
 }
 # A spool batch also ends at this many bytes of bodies, and dlt gets it in parquet row groups of
-# at most about PARQUET_ROW_GROUP_BYTES: memory follows these, not the size of one body.
+# at most PARQUET_ROW_GROUP_BYTES of text (or one row): memory follows these, not a body's size.
 BATCH_BYTES = 32 * 1024 * 1024
 PARQUET_ROW_GROUP_BYTES = 8 * 1024 * 1024
 LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
@@ -264,19 +264,32 @@ def _resource(batches: Iterable[tuple[pa.Table, pa.Table]], *, create: bool = Fa
 
 
 def row_groups(table: pa.Table, limit: int | None = None) -> list[pa.Table]:
-    """`table` cut (without copying) into slices of about `limit` bytes or less, at least a row.
+    """`table` cut (without copying) into slices of at most `limit` bytes of text, or one row.
 
     dlt writes each item it is given as its own parquet row group, and DuckDB reads a row group
-    whole on each of its threads. A batch of 1,000 bodies of 100 KB (a project with hundreds of
-    flags) as one table was a 100 MB row group, and the load failed at the 384MB cap ("failed to
-    allocate data"), on every retry (tests/test_loader.py). Slices keep DuckDB's share the same
-    whatever the size of the bodies.
+    whole on each of its threads. A batch of 800 bodies of 100 KB as one table was an 80 MB row
+    group, and the load failed at a 128MB cap ("failed to allocate data") on every retry
+    (tests/test_loader.py). Slices keep DuckDB's share the same whatever the size of the bodies.
     """
     limit = PARQUET_ROW_GROUP_BYTES if limit is None else limit
     if table.num_rows <= 1 or table.nbytes <= limit:
         return [table]
-    rows = max(1, limit * table.num_rows // table.nbytes)
-    return [table.slice(start, rows) for start in range(0, table.num_rows, rows)]
+    import pyarrow.compute as pc
+
+    sizes = [0] * table.num_rows
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_binary(column.type):
+            lengths = pc.fill_null(pc.binary_length(column), 0).to_pylist()
+            sizes = [size + length for size, length in zip(sizes, lengths, strict=True)]
+    pieces = []
+    start = used = 0
+    for row, size in enumerate(sizes):
+        if row > start and used + size > limit:
+            pieces.append(table.slice(start, row - start))
+            start, used = row, 0
+        used += size
+    pieces.append(table.slice(start))
+    return pieces
 
 
 def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
@@ -402,6 +415,8 @@ def load(
                 create = False
                 if not group.paths:
                     break
+                if connection is not None:
+                    _check_landed_in_file(connection)
                 reader.release(group.paths)
                 if connection is not None:
                     from .duckdb_destination import release_cache
@@ -413,6 +428,20 @@ def load(
                     progress(summary, reader.backlog())
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _check_landed_in_file(connection) -> None:
+    """Refuse to release segments whose rows went anywhere but the DuckDB file (see
+    `duckdb_destination.outside_catalog`): they stay claimed, and nothing is lost."""
+    from .duckdb_destination import outside_catalog
+
+    stray = outside_catalog(connection)
+    if stray:
+        raise RuntimeError(
+            "dlt wrote outside the warehouse file, into DuckDB's in-memory catalog: "
+            f"{', '.join(stray)}. The spool is left as it was; this dlt version needs a change "
+            "in loader/duckdb_destination.py."
+        )
 
 
 def _setup_lock(settings: Settings):
@@ -519,7 +548,7 @@ def _take_batch(
 
     The `recovering` segments come first (consumed from the list), then newly claimed ones. The
     byte bound keeps a batch's memory the same whatever the size of the bodies (a receiver's
-    segment is at most 8 MB, so a batch overshoots it by less than that).
+    segment is about 8 MiB, so a batch overshoots it by about that).
     """
     batch: list[tuple[Path, list[Delivery]]] = []
     count = 0

@@ -129,6 +129,7 @@ def test_load_out_of_duckdb_memory_says_what_to_do_and_loses_nothing(tmp_path, m
     assert main(["load"]) == 1
     err = capsys.readouterr().err
     assert "DuckDB ran out of memory" in err and "FLAGSMITH_LOADER_DUCKDB_MEMORY=32MB" in err
+    assert "(Out of Memory Error: " in err and "try 64MB" in err
     assert {d.delivery_id for d in iter_all_deliveries(tmp_path / "spool")} == ids
 
     monkeypatch.setattr(pipeline, "LOADER_DUCKDB_MEMORY", "1GB")

@@ -26,6 +26,17 @@ def _spool(settings, bodies, kind="identity", reason=None) -> list[Delivery]:
     return deliveries
 
 
+def _one_per_segment(settings, count: int) -> bytes:
+    """`count` deliveries of one shared example body, each in a segment of its own."""
+    writer = SpoolWriter(settings.spool_dir, segment_bytes=1)
+    body = shared_examples()[0][1]
+    for _ in range(count):
+        now = datetime.now(UTC)
+        writer.append(Delivery(new_delivery_id(now), now, body))
+    writer.close()
+    return body
+
+
 def _rows(settings, sql):
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
         return connection.execute(sql).fetchall()
@@ -123,12 +134,7 @@ def test_crash_with_a_pending_package_loads_it_and_the_new_data(settings, monkey
 
 
 def test_batches_are_bounded_by_batch_size(settings):
-    writer = SpoolWriter(settings.spool_dir, segment_bytes=1)  # one delivery per segment
-    body = shared_examples()[0][1]
-    for _ in range(7):
-        now = datetime.now(UTC)
-        writer.append(Delivery(new_delivery_id(now), now, body))
-    writer.close()
+    _one_per_segment(settings, 7)
     summary = pipeline.load(settings.with_overrides(batch_size=3))
     assert (summary.batches, summary.deliveries) == (3, 7)
     summary = pipeline.load(settings)
@@ -136,12 +142,7 @@ def test_batches_are_bounded_by_batch_size(settings):
 
 
 def test_max_batches_bounds_a_run(settings):
-    writer = SpoolWriter(settings.spool_dir, segment_bytes=1)
-    body = shared_examples()[0][1]
-    for _ in range(4):
-        now = datetime.now(UTC)
-        writer.append(Delivery(new_delivery_id(now), now, body))
-    writer.close()
+    _one_per_segment(settings, 4)
     small = settings.with_overrides(batch_size=1)
     assert pipeline.load(small, max_batches=2).deliveries == 2
     assert pipeline.load(small).deliveries == 2
@@ -183,12 +184,7 @@ def test_reclaimed_segments_load_only_what_is_not_committed_yet(settings):
 
 def test_batches_are_also_bounded_by_bytes(settings, monkeypatch):
     """Big bodies make smaller batches: a batch's memory does not follow the body size."""
-    writer = SpoolWriter(settings.spool_dir, segment_bytes=1)  # one delivery per segment
-    body = shared_examples()[0][1]
-    for _ in range(6):
-        now = datetime.now(UTC)
-        writer.append(Delivery(new_delivery_id(now), now, body))
-    writer.close()
+    body = _one_per_segment(settings, 6)
     monkeypatch.setattr(pipeline, "BATCH_BYTES", 2 * len(body))
     summary = pipeline.load(settings.with_overrides(batch_size=1000))
     assert (summary.batches, summary.deliveries) == (3, 6)
@@ -197,14 +193,23 @@ def test_batches_are_also_bounded_by_bytes(settings, monkeypatch):
 def test_row_groups_cut_a_table_into_slices_of_bounded_size():
     import pyarrow as pa
 
+    def text_bytes(piece):
+        return sum(len(value) for value in piece.column("payload").to_pylist())
+
     table = pa.table({"payload": [b"x" * 1000] * 50, "n": list(range(50))})
     pieces = pipeline.row_groups(table, limit=10_000)
-    assert len(pieces) > 1
-    assert all(piece.nbytes <= 10_000 for piece in pieces)
+    assert len(pieces) == 5
+    assert all(text_bytes(piece) <= 10_000 for piece in pieces)
     assert pa.concat_tables(pieces).equals(table)
     assert pipeline.row_groups(table, limit=10**9) == [table]
-    one_big_row = pa.table({"payload": [b"x" * 100_000]})
-    assert pipeline.row_groups(one_big_row, limit=10) == [one_big_row]
+    # Rows of very different sizes: the bound holds for each slice, not on average.
+    mixed = pa.table({"payload": [b"s" * 100] * 500 + [b"L" * 30_000] * 500})
+    pieces = pipeline.row_groups(mixed, limit=100_000)
+    assert max(text_bytes(piece) for piece in pieces) <= 100_000
+    assert pa.concat_tables(pieces).equals(mixed)
+    one_big_row = pa.table({"payload": [b"x" * 100_000], "n": [1]})
+    big_rows = pa.concat_tables([one_big_row, one_big_row])
+    assert [piece.num_rows for piece in pipeline.row_groups(big_rows, limit=10)] == [1, 1]
 
 
 def test_bodies_of_hundreds_of_flags_load_within_a_small_memory_cap(settings, monkeypatch):
@@ -249,3 +254,49 @@ def test_the_loader_writes_the_raw_tables_in_small_row_groups(settings):
     )
     assert len(sizes) == 4
     assert max(count for _, count in sizes) <= ROW_GROUP_SIZE
+
+
+def test_a_load_that_landed_outside_the_file_releases_nothing(settings, monkeypatch):
+    """Were dlt to write through a connection left on DuckDB's in-memory catalog, the rows would
+    vanish at the close while the load reports success: the loader checks before it releases
+    a segment, and the next load (with the right client) lands every delivery once."""
+    from dlt.destinations.impl.duckdb.duck import DuckDbClient
+
+    from loader import duckdb_destination
+
+    deliveries = _spool(settings, [body for _, body, _ in shared_examples()][:3])
+    monkeypatch.setattr(duckdb_destination.attached_duckdb, "client_class", DuckDbClient)
+    with pytest.raises(RuntimeError, match="in-memory catalog"):
+        pipeline.load(settings)
+    assert SpoolReader(settings.spool_dir).claimed()  # kept for the next load
+    monkeypatch.undo()
+    summary = pipeline.load(settings)
+    assert summary.deliveries == 3
+    ids = _rows(settings, "select delivery_id from flagsmith_raw.identity_webhooks")
+    assert sorted(row[0] for row in ids) == sorted(d.delivery_id for d in deliveries)
+
+
+def test_release_cache_empties_duckdbs_cache_and_restores_its_limit(tmp_path):
+    from loader.duckdb_destination import connect, release_cache
+
+    connection = connect(tmp_path / "cache.duckdb", "256MB")
+    try:
+        connection.execute(
+            "create table t as select concat_ws('', md5(range::varchar), md5((range * 7)::varchar),"
+            " md5((range * 13)::varchar), md5((range * 17)::varchar)) as v from range(400000)"
+        )
+        connection.execute("checkpoint")
+        connection.execute("select count(distinct v) from t").fetchall()
+
+        def used() -> int:
+            return connection.execute(
+                "select sum(memory_usage_bytes) from duckdb_memory()"
+            ).fetchone()[0]
+
+        before = used()
+        release_cache(connection, "256MB")
+        assert used() < before / 2
+        limit = connection.execute("select current_setting('memory_limit')").fetchone()[0]
+        assert limit.startswith(("244", "256"))  # 256MB, shown in MiB by some versions
+    finally:
+        connection.close()
