@@ -94,7 +94,10 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
         from .duckdb_destination import parse_size
         from .pipeline import LOADER_DUCKDB_MEMORY
 
-        bigger = f"{2 * parse_size(LOADER_DUCKDB_MEMORY) // 1_000_000}MB"
+        try:
+            bigger = f"{max(1, -(-2 * parse_size(LOADER_DUCKDB_MEMORY) // 1_000_000))}MB"
+        except ValueError:  # a value DuckDB took but this reading does not (80%, -1)
+            bigger = "twice that"
         print(
             f"\nload failed: DuckDB ran out of memory under the loader's cap, "
             f"FLAGSMITH_LOADER_DUCKDB_MEMORY={LOADER_DUCKDB_MEMORY} ({cause}). Bodies of hundreds "

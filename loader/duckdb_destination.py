@@ -43,17 +43,22 @@ ROW_GROUP_SIZE = 2048
 THREADS = 2
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+_SIZE = re.compile(r"^\s*(\d*\.?\d*)\s*([a-z]*)\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "byte": 1, "bytes": 1}
+for _power, _prefix in enumerate(("kilo", "mega", "giga", "tera"), start=1):
+    _letter = _prefix[0]
+    for _unit in (_letter, f"{_letter}b", f"{_prefix}byte", f"{_prefix}bytes"):
+        _UNITS[_unit] = 1000**_power
+    _UNITS[f"{_letter}ib"] = 1024**_power
 
 
 def parse_size(text: str) -> int:
-    """`384MB`, `1GB`, `512MiB` -> bytes, as DuckDB reads a memory limit (MB = 1000**2)."""
+    """`384MB`, `1G`, `512MiB`, `0.5 gigabytes` -> bytes, as DuckDB reads a memory limit
+    (MB = 1000**2). Raises ValueError for anything else (DuckDB also takes `80%` and `-1`)."""
     match = _SIZE.match(text)
-    if not match:
+    if not match or match.group(1) in ("", ".") or match.group(2).lower() not in _UNITS:
         raise ValueError(f"not a memory size: {text!r} (try 384MB or 1GB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -96,22 +101,20 @@ def release_cache(connection: duckdb.DuckDBPyConnection, memory_limit: str) -> N
 
 
 def outside_catalog(connection: duckdb.DuckDBPyConnection) -> list[str]:
-    """Tables and schemas in any other writable catalog than CATALOG (there must be none).
+    """Tables and schemas in DuckDB's in-memory catalog, `memory` (there must be none).
 
     Everything dlt writes must land in the attached file. Were a dlt version to open a clone
     without `_AttachedSqlClient`, its tables would go to the in-memory catalog and vanish at the
     close while the load reports success: the loader checks this before it releases a segment.
     """
     rows = connection.execute(
-        "select database_name || '.' || schema_name || '.' || table_name from duckdb_tables()"
-        " where database_name <> ? and not temporary"
+        "select schema_name || '.' || table_name from duckdb_tables()"
+        " where database_name = 'memory' and not temporary"
         " union all"
-        " select database_name || '.' || schema_name from duckdb_schemas()"
-        " where database_name not in (?, 'system', 'temp') and schema_name <> 'main'"
-        " and not internal",
-        [CATALOG, CATALOG],
+        " select schema_name from duckdb_schemas()"
+        " where database_name = 'memory' and schema_name <> 'main' and not internal"
     ).fetchall()
-    return sorted(row[0] for row in rows)
+    return sorted(f"memory.{row[0]}" for row in rows)
 
 
 class _AttachedSqlClient(DuckDbSqlClient):

@@ -278,7 +278,16 @@ def row_groups(table: pa.Table, limit: int | None = None) -> list[pa.Table]:
 
     sizes = [0] * table.num_rows
     for column in table.columns:
-        if pa.types.is_string(column.type) or pa.types.is_binary(column.type):
+        kind = column.type
+        if any(
+            check(kind)
+            for check in (
+                pa.types.is_string,
+                pa.types.is_binary,
+                pa.types.is_large_string,
+                pa.types.is_large_binary,
+            )
+        ):
             lengths = pc.fill_null(pc.binary_length(column), 0).to_pylist()
             sizes = [size + length for size, length in zip(sizes, lengths, strict=True)]
     pieces = []

@@ -141,6 +141,30 @@ def test_load_out_of_duckdb_memory_says_what_to_do_and_loses_nothing(tmp_path, m
     assert sorted(row[0] for row in landed) == sorted(ids)
 
 
+@pytest.mark.parametrize(("cap", "advice"), [("80%", "try twice that"), ("100KB", "try 1MB")])
+def test_the_out_of_memory_advice_copes_with_any_cap_duckdb_takes(
+    tmp_path, monkeypatch, capsys, cap, advice
+):
+    import duckdb
+
+    from loader import pipeline
+
+    def out_of_memory(*args, **kwargs):
+        try:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block")
+        except duckdb.OutOfMemoryException as error:
+            raise RuntimeError("Pipeline execution failed at step=load") from error
+
+    monkeypatch.setenv("FLAGSMITH_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("FLAGSMITH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(pipeline, "load", out_of_memory)
+    monkeypatch.setattr(pipeline, "LOADER_DUCKDB_MEMORY", cap)
+    assert main(["load"]) == 1
+    err = capsys.readouterr().err
+    assert f"FLAGSMITH_LOADER_DUCKDB_MEMORY={cap} (Out of Memory Error: failed to pin block)" in err
+    assert advice in err
+
+
 def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("FLAGSMITH_WAREHOUSE", "oracle")
     assert main(["load"]) == 2
