@@ -5,9 +5,10 @@ DuckDB keeps the rows an uncommitted append adds in memory until a whole row gro
 the rest waits for the commit. A raw row is a whole webhook body, 17 KB at 50 flags, so one dlt
 load of 20,000 deliveries is a single unfinished row group of ~340 MB: under the loader's memory
 cap DuckDB spills it to temporary files and reads it back at the commit. Attached with
-`ROW_GROUP_SIZE` (an ATTACH option since DuckDB 1.2), full row groups of a few thousand rows go
-to the file as they fill. Measured: dlt's load step for 20,000 bodies of 17 KB went from 2.6 s
-to 0.8 s, and a whole load of 6,000 bodies of 100 KB from 12.3 s to 6.4 s.
+`ROW_GROUP_SIZE` (an ATTACH option, documented for DuckDB 1.4), full row groups of a few
+thousand rows go to the file as they fill. Measured: dlt's load step for 20,000 bodies of 17 KB
+went from 2.6 s to 0.8 s; a whole load of 6,000 bodies of 100 KB took 12.3 s with the default row
+groups and 6.9 to 7.8 s with these (separate runs).
 
 Bodies of hundreds of KB still need more than the default cap, for reasons inside DuckDB
 not pinned down here: measured on DuckDB 2.0.1, 6,000 bodies of 100 KB load at the 384MB cap;

@@ -42,28 +42,25 @@ def classify(body: bytes) -> Verdict:
 
     The usual case, a well-formed identity webhook, is decoded straight into the typed shape
     below (C code, no Python object for fields the marts do not read: about a fifth of the time
-    of a generic parse plus checks, which matters on the request path). Anything that shape
-    refuses goes to `classify_reference`, which names the reason; the shape is at least as
-    strict as the reference, so both give the same verdict on every body (tested).
+    of a generic parse plus checks, which matters on the request path) and passes a few set
+    checks. Anything else goes to `classify_reference`, the one place that names the reason;
+    the fast path is at least as strict as the reference, so both give the same verdict on
+    every body (tested).
     """
     try:
         document = _DECODER.decode(body)
     except msgspec.DecodeError:  # includes ValidationError: not JSON, or not the shape
         return classify_reference(body)
-    if not document.identity:
-        return classify_reference(body)
-    if document.event_type is not msgspec.UNSET and document.data is not msgspec.UNSET:
-        return Verdict(QUARANTINE, "other_webhook_type")
-    feature_ids = {flag.feature.id for flag in document.flags}
-    if len(feature_ids) < len(document.flags):
-        return Verdict(QUARANTINE, "duplicate_feature")
-    if len({flag.environment for flag in document.flags}) > 1:
-        return Verdict(QUARANTINE, "mixed_environments")
-    if len({(t.trait_key, t.transient) for t in document.traits}) < len(document.traits):
-        return Verdict(QUARANTINE, "duplicate_trait")
-    if len({segment.id for segment in document.segments}) < len(document.segments):
-        return Verdict(QUARANTINE, "duplicate_segment")
-    return OK
+    flags, traits, segments = document.flags, document.traits, document.segments
+    usable = (
+        document.identity
+        and (document.event_type is msgspec.UNSET or document.data is msgspec.UNSET)
+        and len({flag.feature.id for flag in flags}) == len(flags)
+        and len({flag.environment for flag in flags}) <= 1
+        and len({(trait.trait_key, trait.transient) for trait in traits}) == len(traits)
+        and len({segment.id for segment in segments}) == len(segments)
+    )
+    return OK if usable else classify_reference(body)
 
 
 _Scalar = str | int | float | bool | None

@@ -16,29 +16,17 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from loader.simulate import iter_deliveries
 from loader.spool import Delivery
 
 from .bodies import body, flag
 from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart
 from .oracle import COLUMNS
-from .warehouse import Posted, connect, dbt, land, warehouse_settings
+from .warehouse import Posted, connect, dbt, land, simulated, warehouse_settings
 
 
 def _batches(seed: int, size: int = 700) -> list[list[Posted]]:
     rng = random.Random(seed)
-    stream = [
-        Posted(d.body, d.at, d.environment_key)
-        for d in iter_deliveries(
-            size,
-            seed=seed,
-            n_identities=30,
-            n_flags=8,
-            n_environments=2,
-            mean_interval=600,
-            hide_disabled_flags=seed % 2 == 1,
-        )
-    ]
+    stream = simulated(size, seed, hide_disabled_flags=seed % 2 == 1)
     # Some deliveries of an identity share the received_at of its previous one, as when two
     # workers or two receivers stamp the same microsecond: they form one instant.
     previous_at: dict[str, datetime] = {}

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from loader.simulate import generate, iter_deliveries, post_all
+from loader.simulate import generate, post_all
 
 from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart, mart_columns
 from .oracle import COLUMNS
@@ -32,27 +32,12 @@ from .test_end_to_end import (
     wait_sealed,
 )
 from .test_incremental import assert_incremental_builds_equal_a_full_refresh_and_the_oracle
-from .warehouse import Posted, connect, dbt, deliveries, land, warehouse_settings
-
-
-def _simulated(count: int, seed: int) -> list[Posted]:
-    return [
-        Posted(d.body, d.at, d.environment_key)
-        for d in iter_deliveries(
-            count,
-            seed=seed,
-            n_identities=30,
-            n_flags=8,
-            n_environments=2,
-            mean_interval=600,
-            hide_disabled_flags=True,
-        )
-    ]
+from .warehouse import Posted, connect, dbt, deliveries, land, simulated, warehouse_settings
 
 
 def test_loader_lands_the_payload_as_jsonb_with_a_node_pipeline(tmp_path, postgres_database):
     settings = warehouse_settings(tmp_path / "node", "postgres")
-    posted = _simulated(20, seed=1)
+    posted = simulated(20, seed=1)
     assert land(settings, posted) == 20
     assert land(settings, []) == 0  # a second run of the same node: same pipeline, no new rows
     with connect(settings) as connection:
@@ -82,7 +67,7 @@ def test_loader_lands_the_payload_as_jsonb_with_a_node_pipeline(tmp_path, postgr
 
 
 def test_dbt_build_on_postgres_equals_the_oracle_and_duckdb_row_by_row(tmp_path, postgres_database):
-    records = deliveries(_simulated(400, seed=5))
+    records = deliveries(simulated(400, seed=5))
     on_postgres = warehouse_settings(tmp_path / "postgres", "postgres")
     on_duckdb = warehouse_settings(tmp_path / "duckdb")
     for settings in (on_postgres, on_duckdb):
@@ -312,7 +297,7 @@ def test_transform_waits_for_another_transform_on_postgres(tmp_path, postgres_da
     from loader.transform import run_dbt
 
     settings = warehouse_settings(tmp_path / "node", "postgres")
-    assert land(settings, _simulated(10, seed=2)) == 10
+    assert land(settings, simulated(10, seed=2)) == 10
     finished = threading.Event()
 
     def transform() -> None:

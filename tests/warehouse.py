@@ -14,6 +14,7 @@ import duckdb
 from loader import pipeline
 from loader.config import Settings
 from loader.payload import classify
+from loader.simulate import iter_deliveries
 from loader.spool import Delivery, SpoolWriter, new_delivery_id
 from loader.transform import dbt_command, dbt_environment
 
@@ -27,6 +28,22 @@ class Posted:
     body: bytes
     at: datetime
     environment_key: str | None = None
+
+
+def simulated(count: int, seed: int, *, hide_disabled_flags: bool = True) -> list[Posted]:
+    """Simulated traffic of a small project (30 identities, 8 flags, 2 environments)."""
+    return [
+        Posted(d.body, d.at, d.environment_key)
+        for d in iter_deliveries(
+            count,
+            seed=seed,
+            n_identities=30,
+            n_flags=8,
+            n_environments=2,
+            mean_interval=600,
+            hide_disabled_flags=hide_disabled_flags,
+        )
+    ]
 
 
 def warehouse_settings(directory: Path, warehouse: str = "duckdb") -> Settings:
