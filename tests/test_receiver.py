@@ -98,10 +98,10 @@ def test_body_over_the_limit_is_413(app, client, settings):
 def test_unwritable_spool_answers_503_never_2xx(client, settings, monkeypatch):
     _, body, signature = EXAMPLES[0]
 
-    def full_disk(fd, data):
+    def full_disk(fd, data, offset):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(os, "pwrite", full_disk)
     answer = post(client, body, signature)
     assert answer.status_code == 503
     assert answer.json == {"error": "spool_unwritable"}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from loader.signature import SignatureError, secret_fingerprint, sign, verify
+from loader.signature import SignatureError, _hmac_hex, secret_fingerprint, sign, verify
 
 from .conftest import SECRET, shared_examples
 
@@ -86,3 +86,9 @@ def test_header_as_bytes_with_invalid_utf8_is_malformed_not_a_crash():
     with pytest.raises(SignatureError) as error:
         verify(b"{}", b"\xff" * 64, [SECRET])
     assert error.value.reason == "malformed_signature"
+
+
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4421, 64 * 1024, 64 * 1024 + 1, 300_000])
+def test_hashing_in_pieces_gives_the_one_piece_digest(size):
+    body = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    assert _hmac_hex(b"s3cr3t", body) == sign(body, b"s3cr3t").encode("ascii")

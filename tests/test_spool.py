@@ -10,6 +10,7 @@ from loader.spool import (
     CLAIMED,
     CORRUPT,
     OPEN,
+    PREALLOCATE_BYTES,
     READY,
     Delivery,
     SpoolReader,
@@ -49,6 +50,21 @@ def test_roundtrip_keeps_body_bytes_and_metadata_exactly(tmp_path):
     assert report.deliveries == 1 and report.torn_tail_bytes == 0 and report.corrupt_ranges == 0
 
 
+def test_a_forked_child_never_repeats_its_parents_random_bits():
+    new_delivery_id(datetime.now(UTC))  # the parent's buffer now holds unused random bytes
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the next id and leave at once
+        os.write(write_end, new_delivery_id(datetime.now(UTC)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 100).decode()
+    os.close(read_end)
+    parent = new_delivery_id(datetime.now(UTC))
+    assert child[19:] != parent[19:]  # rand_b: 62 random bits each
+
+
 def test_delivery_ids_are_uuid7_and_sort_by_time():
     earlier = new_delivery_id(datetime(2026, 1, 1, tzinfo=UTC))
     later = new_delivery_id(datetime(2026, 1, 1, 0, 0, 0, 2000, tzinfo=UTC))
@@ -64,6 +80,76 @@ def test_appends_are_on_disk_before_append_returns(tmp_path):
     [segment] = (tmp_path / OPEN).glob("*.seg")
     assert read_segment(segment)[0] == [delivery]
     writer.close()
+
+
+def test_open_segment_grows_in_flushed_zeros_and_seals_to_its_records(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    deliveries = [_delivery(n) for n in range(3)]
+    for delivery in deliveries:
+        writer.append(delivery)
+    [open_segment] = (tmp_path / OPEN).glob("*.seg")
+    records = b"".join(delivery.encode() for delivery in deliveries)
+    data = open_segment.read_bytes()
+    assert len(data) == PREALLOCATE_BYTES
+    assert data[: len(records)] == records
+    assert data.count(0, len(records)) == len(data) - len(records)
+    found, report = read_segment(open_segment, tmp_path / CORRUPT)
+    assert found == deliveries
+    assert report.torn_tail_bytes == 0 and report.corrupt_ranges == 0
+    writer.close()
+    [sealed] = (tmp_path / READY).glob("*.seg")
+    assert sealed.read_bytes() == records  # cut back: no zeros left for the loader
+
+
+def test_a_record_bigger_than_a_preallocation_step(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    small, big = _delivery(1), _delivery(2, body=b"b" * (PREALLOCATE_BYTES + 1000))
+    writer.append(small)
+    writer.append(big)
+    [open_segment] = (tmp_path / OPEN).glob("*.seg")
+    assert read_segment(open_segment)[0] == [small, big]
+    writer.close()
+    [sealed] = (tmp_path / READY).glob("*.seg")
+    assert read_segment(sealed)[0] == [small, big]
+
+
+def test_bodies_ending_in_zero_bytes_survive_the_zero_tail(tmp_path):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    binary = [_delivery(n, body=b"\x01binary" + b"\x00" * n, kind="quarantine") for n in (1, 9)]
+    for delivery in binary:
+        writer.append(delivery)
+    [open_segment] = (tmp_path / OPEN).glob("*.seg")
+    found, report = read_segment(open_segment, tmp_path / CORRUPT)
+    assert found == binary and report.corrupt_ranges == 0 and report.torn_tail_bytes == 0
+    writer.close()
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 6, 10, 17, 40, -1])
+def test_record_cut_short_in_preallocated_space_is_dropped_not_called_corrupt(tmp_path, cut):
+    """A writer killed mid-record leaves a prefix of it, then the zeros of its preallocation."""
+    first, second = _delivery(1), _delivery(2)
+    whole, partial = first.encode(), second.encode()
+    cut = cut if cut > 0 else len(partial) - 1
+    segment = tmp_path / "open.seg"
+    tail = PREALLOCATE_BYTES - len(whole) - cut
+    segment.write_bytes(whole + partial[:cut] + bytes(tail))
+    deliveries, report = read_segment(segment, tmp_path / CORRUPT)
+    assert deliveries == [first]
+    assert report.torn_tail_bytes > 0 and report.corrupt_ranges == 0
+    assert not (tmp_path / CORRUPT).exists()
+
+
+def test_a_damaged_last_record_is_kept_as_corrupt_open_or_sealed(tmp_path):
+    first, second = _delivery(1), _delivery(2)
+    records = first.encode() + second.encode()
+    damaged = bytearray(records)
+    damaged[len(first.encode()) + 30] ^= 0xFF
+    for name, data in (("sealed.seg", bytes(damaged)), ("open.seg", bytes(damaged) + bytes(999))):
+        (tmp_path / name).write_bytes(data)
+        deliveries, report = read_segment(tmp_path / name, tmp_path / CORRUPT)
+        assert deliveries == [first], name
+        assert report.corrupt_ranges == 1 and report.torn_tail_bytes == 0, name
+    assert len(list((tmp_path / CORRUPT).iterdir())) == 2
 
 
 def test_concurrent_appends_share_flushes_and_lose_nothing(tmp_path, monkeypatch):
@@ -124,10 +210,10 @@ def test_a_failed_write_raises_and_leaves_no_partial_record(tmp_path, monkeypatc
     writer = SpoolWriter(tmp_path, segment_seconds=3600)
     writer.append(_delivery(1))
 
-    def full_disk(fd, data):
+    def full_disk(fd, data, offset):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(os, "pwrite", full_disk)
     with pytest.raises(SpoolWriteError):
         writer.append(_delivery(2))
     monkeypatch.undo()
