@@ -75,7 +75,8 @@ class _StateCollector:
         )
         size = GaugeMetricFamily(
             "flagsmith_spool_backlog_bytes",
-            "Bytes of spool segments waiting for the loader, by state.",
+            "Bytes of spool segments waiting for the loader, by state (an open segment counts"
+            " the zero-filled space it has reserved, up to 1 MB more than its records).",
             labels=["state"],
         )
         waiting = backlog(self.spool_dir)
