@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import orjson
 from flask import Blueprint, Flask, Request, Response, current_app, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from . import metrics
 from .config import ENVIRONMENT_KEY, Settings
@@ -167,7 +167,10 @@ def _read_body(request: Request, limit: int) -> bytes:
     if length is not None:
         if length > limit:
             raise RequestEntityTooLarge()
-        return request.environ["wsgi.input"].read(length)
+        body = request.environ["wsgi.input"].read(length)
+        if len(body) != length:  # the sender stopped early: not the body it declared
+            raise ClientDisconnected()
+        return body
     if "wsgi.input" not in request.environ:
         return request.get_data(cache=False)
     stream = request.environ["wsgi.input"]

@@ -56,6 +56,7 @@ _FRAME = struct.Struct(">4sII")  # magic, length, crc32
 _META_LENGTH = struct.Struct(">I")
 OPEN, READY, CLAIMED, CORRUPT = "open", "ready", "claimed", "corrupt"
 SEGMENT_SUFFIX = ".seg"
+UNSEALED_SUFFIX = ".unsealed.seg"  # a segment claimed from open/: its writer died before sealing
 
 # A segment is sealed (handed to the loader) once it is this big or this old, whichever first.
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
@@ -249,6 +250,10 @@ class SpoolWriter:
                 return  # a flush that started after our write already covered it
             if segment.closed:
                 raise SpoolWriteError(errno.EIO, "spool segment closed before its flush")
+            if segment.broken:
+                # A flush of this file failed after our write. Linux reports a writeback error
+                # once per open file, so a second fdatasync could return 0 with our record lost.
+                raise SpoolWriteError(errno.EIO, "an earlier flush of this spool segment failed")
             # `written` only grows and our record is already in it; reading it without the append
             # lock keeps the lock order one-way (append lock, then sync lock) and cannot deadlock.
             covered = segment.written
@@ -361,11 +366,33 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 
 def _preallocate(segment: _Segment, end: int) -> None:
-    """Extend `segment` with flushed zeros to at least `end` bytes (append lock held)."""
-    size = max(PREALLOCATE_BYTES, end - segment.allocated)
-    zeros = _ZEROS if size == PREALLOCATE_BYTES else bytes(size)
-    _pwrite_all(segment.fd, zeros, segment.allocated)
-    os.fdatasync(segment.fd)
+    """Extend `segment` with flushed zeros to at least `end` bytes (append lock held).
+
+    A full disk (or a file size limit) gets a second try with just the room `end` needs, so a
+    delivery that fits is not refused for want of a whole step. The flush runs under the sync
+    lock, like every flush of the file: it also flushes records of threads still waiting in
+    `_sync`, so its failure must break the segment before any of them can flush again.
+    """
+    needed = end - segment.allocated
+    size = max(PREALLOCATE_BYTES, needed)
+    try:
+        _pwrite_all(
+            segment.fd, _ZEROS if size == PREALLOCATE_BYTES else bytes(size), segment.allocated
+        )
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or size == needed:
+            raise
+        os.ftruncate(segment.fd, segment.allocated)
+        size = needed
+        _pwrite_all(segment.fd, bytes(size), segment.allocated)
+    with segment.sync_lock:
+        covered = segment.written
+        try:
+            os.fdatasync(segment.fd)
+        except OSError:
+            segment.broken = True
+            raise
+        segment.synced = max(segment.synced, covered)
     segment.allocated += size
 
 
@@ -400,14 +427,26 @@ class SegmentReport:
     corrupt_ranges: int = 0
 
 
+def is_sealed(path: Path) -> bool:
+    """Whether `path` is a segment its writer sealed (flushed whole and cut back to its records),
+    as opposed to one it left open when it died (in open/, or claimed from there)."""
+    return path.parent.name != OPEN and not path.name.endswith(UNSEALED_SUFFIX)
+
+
 def read_segment(
-    path: Path, corrupt_dir: Path | None = None
+    path: Path, corrupt_dir: Path | None = None, *, sealed: bool | None = None
 ) -> tuple[list[Delivery], SegmentReport]:
     """Every whole, checksummed record of a segment, in order.
 
-    An incomplete last record is dropped (a writer died before acknowledging it); a record whose
-    checksum or metadata fails is saved to `corrupt_dir` and skipped.
+    A record whose checksum or metadata fails is saved to `corrupt_dir` and skipped. In a segment
+    its writer left open (`sealed` False; by default told from the path), an all-zero tail is the
+    space reserved for records to come, and a last record cut short is one whose writer died
+    before acknowledging it: it is left out of the load, and its bytes are kept in `corrupt_dir`
+    too (`*.cut-short.bin`), since a damaged last record looks the same. A sealed segment holds
+    whole records only, so anything else in it is corruption.
     """
+    if sealed is None:
+        sealed = is_sealed(path)
     data = path.read_bytes()
     view = memoryview(data)  # records are sliced without copying; each body is copied once
     deliveries: list[Delivery] = []
@@ -426,7 +465,7 @@ def read_segment(
             (corrupt_dir / f"{path.name}.{start}.bin").write_bytes(data[start:end])
 
     while position < size:
-        if data[position] == 0 and data.count(0, position) == size - position:
+        if not sealed and data[position] == 0 and data.count(0, position) == size - position:
             break  # the zero-filled space an open segment had reserved for records to come
         if size - position < _FRAME.size:
             # Not even a whole frame header: torn if it starts like one and nothing bad precedes it.
@@ -452,10 +491,22 @@ def read_segment(
                     report.deliveries += 1
                     position = end
                     continue
-        if bad_start is None and _cut_short(data, position):
+        if not sealed and bad_start is None and _cut_short(data, position):
             # The last record was cut short: its writer died before it could be acknowledged.
-            report.torn_tail_bytes = size - position
-            log.info("spool segment %s: incomplete last record dropped", path.name)
+            written = len(data.rstrip(b"\0")) if data[-1] == 0 else size
+            report.torn_tail_bytes = written - position
+            log.warning(
+                "spool segment %s: last record cut short (%d bytes at %d), its writer died"
+                " before acknowledging it; left out of the load and kept in corrupt/",
+                path.name,
+                written - position,
+                position,
+            )
+            if corrupt_dir is not None:
+                corrupt_dir.mkdir(parents=True, exist_ok=True)
+                (corrupt_dir / f"{path.name}.{position}.cut-short.bin").write_bytes(
+                    data[position:written]
+                )
             break
         if bad_start is None:
             bad_start = position
@@ -544,7 +595,9 @@ class SpoolReader:
             if fd is None:
                 continue
             try:
-                target = self.spool_dir / CLAIMED / path.name
+                target = (
+                    self.spool_dir / CLAIMED / (path.name[: -len(SEGMENT_SUFFIX)] + UNSEALED_SUFFIX)
+                )
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(path, target)
                     taken.append(target)

@@ -95,6 +95,18 @@ def test_body_over_the_limit_is_413(app, client, settings):
     assert _stored(settings) == []
 
 
+def test_a_body_shorter_than_its_content_length_is_400_and_not_stored(client, settings):
+    _, body, signature = EXAMPLES[0]
+    answer = client.post(
+        "/webhooks/flagsmith",
+        data=body,
+        headers={"X-Flagsmith-Signature": signature, "Content-Type": "application/json"},
+        environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)},
+    )
+    assert answer.status_code == 400
+    assert _stored(settings) == []
+
+
 def test_unwritable_spool_answers_503_never_2xx(client, settings, monkeypatch):
     _, body, signature = EXAMPLES[0]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -339,6 +340,24 @@ def test_metrics_count_across_workers(receiver):
     assert _value(text, "flagsmith_spool_writable") == 1
     assert 'flagsmith_spool_backlog_segments{state="ready"}' in text
     assert _value(text, "flagsmith_webhook_request_seconds_count") >= 12
+
+
+def test_the_log_has_one_line_per_delivery_and_gunicorn_lines_intact(receiver):
+    port, spool = receiver
+    status, answer = _request(port, BODY, headers=_signed(BODY))
+    assert status == 202
+    log = (spool.parent / "receiver.log").read_text()
+    assert "Logging error" not in log  # every handler formats every record, gunicorn's included
+    assert re.search(r"\[\d+\] \[INFO\] Booting worker with pid: \d+", log)
+    deliveries = [
+        json.loads(line)
+        for line in log.splitlines()
+        if line.startswith("{") and '"event":"delivery"' in line
+    ]
+    assert [d for d in deliveries if d["delivery_id"] == answer["delivery_id"]]
+    for secret in (NEW_SECRET.decode(), "production-only"):
+        assert secret not in log
+    assert BODY.decode() not in log
 
 
 def _metrics_text(port: int) -> str:

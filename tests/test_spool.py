@@ -130,13 +130,16 @@ def test_record_cut_short_in_preallocated_space_is_dropped_not_called_corrupt(tm
     first, second = _delivery(1), _delivery(2)
     whole, partial = first.encode(), second.encode()
     cut = cut if cut > 0 else len(partial) - 1
-    segment = tmp_path / "open.seg"
+    segment = tmp_path / "x.unsealed.seg"  # as the loader names a segment claimed from open/
     tail = PREALLOCATE_BYTES - len(whole) - cut
     segment.write_bytes(whole + partial[:cut] + bytes(tail))
     deliveries, report = read_segment(segment, tmp_path / CORRUPT)
     assert deliveries == [first]
-    assert report.torn_tail_bytes > 0 and report.corrupt_ranges == 0
-    assert not (tmp_path / CORRUPT).exists()
+    assert report.corrupt_ranges == 0
+    [kept] = (tmp_path / CORRUPT).iterdir()
+    assert kept.name == f"x.unsealed.seg.{len(whole)}.cut-short.bin"
+    assert kept.read_bytes() == partial[:cut].rstrip(b"\0")
+    assert report.torn_tail_bytes == len(kept.read_bytes())
 
 
 def test_a_damaged_last_record_is_kept_as_corrupt_open_or_sealed(tmp_path):
@@ -144,7 +147,10 @@ def test_a_damaged_last_record_is_kept_as_corrupt_open_or_sealed(tmp_path):
     records = first.encode() + second.encode()
     damaged = bytearray(records)
     damaged[len(first.encode()) + 30] ^= 0xFF
-    for name, data in (("sealed.seg", bytes(damaged)), ("open.seg", bytes(damaged) + bytes(999))):
+    for name, data in (
+        ("sealed.seg", bytes(damaged)),
+        ("open.unsealed.seg", bytes(damaged) + bytes(999)),
+    ):
         (tmp_path / name).write_bytes(data)
         deliveries, report = read_segment(tmp_path / name, tmp_path / CORRUPT)
         assert deliveries == [first], name
@@ -225,13 +231,84 @@ def test_a_failed_write_raises_and_leaves_no_partial_record(tmp_path, monkeypatc
 
 def test_a_failed_flush_raises(tmp_path, monkeypatch):
     writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    writer.append(_delivery(1))  # the segment and its first preallocation exist
 
     def broken_flush(fd):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fdatasync", broken_flush)
     with pytest.raises(SpoolWriteError):
-        writer.append(_delivery(1))
+        writer.append(_delivery(2))
+
+
+def test_after_a_failed_flush_no_waiting_record_is_acknowledged(tmp_path, monkeypatch):
+    """Linux reports a writeback error to one fdatasync; the next one on the file returns 0."""
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    writer.append(_delivery(1))
+    segment = writer._segment
+    flushes = []
+    real_fdatasync = os.fdatasync
+
+    def fails_once(fd):
+        flushes.append(fd)
+        if len(flushes) == 1:
+            raise OSError(5, "Input/output error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fails_once)
+    # Two records written, neither flushed yet (the second thread is still on its way to _sync).
+    record = _delivery(2).encode()
+    os.pwrite(segment.fd, record, segment.written)
+    segment.written += len(record)
+    with pytest.raises(SpoolWriteError):  # the first thread's flush fails
+        writer._sync(segment, segment.written)
+    with pytest.raises(SpoolWriteError):  # the second must not succeed on a later flush
+        writer._sync(segment, segment.written)
+    assert len(flushes) == 1
+
+
+def test_a_preallocation_that_fails_breaks_the_segment_for_records_waiting_on_it(
+    tmp_path, monkeypatch
+):
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    writer.append(_delivery(1))
+    segment = writer._segment
+    record = _delivery(2).encode()
+    os.pwrite(segment.fd, record, segment.written)  # written, waiting for its flush
+    segment.written += len(record)
+
+    def broken_flush(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken_flush)
+    with pytest.raises(SpoolWriteError):  # a big one needs the next preallocation step
+        writer.append(_delivery(3, body=b"x" * PREALLOCATE_BYTES))
+    monkeypatch.undo()
+    assert segment.broken
+    with pytest.raises(SpoolWriteError):
+        writer._sync(segment, segment.written)
+
+
+def test_a_full_disk_still_takes_a_delivery_that_fits(tmp_path, monkeypatch):
+    """A whole preallocation step does not fit, the room one record needs does."""
+    real_pwrite = os.pwrite
+
+    def small_disk(fd, data, offset):
+        if offset + len(data) > 100_000:
+            raise OSError(28, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", small_disk)
+    writer = SpoolWriter(tmp_path, segment_seconds=3600)
+    first = _delivery(1, body=b"x" * 40_000)
+    writer.append(first)
+    writer.append(second := _delivery(2, body=b"y" * 40_000))
+    with pytest.raises(SpoolWriteError):
+        writer.append(_delivery(3, body=b"z" * 40_000))
+    monkeypatch.undo()
+    writer.close()
+    found = [d for p in (tmp_path / READY).glob("*.seg") for d in read_segment(p)[0]]
+    assert found == [first, second]
 
 
 def test_unwritable_spool_raises(tmp_path, read_only_filesystem):
@@ -240,20 +317,34 @@ def test_unwritable_spool_raises(tmp_path, read_only_filesystem):
         writer.append(_delivery(1))
 
 
-def test_torn_last_record_is_dropped_silently(tmp_path):
-    writer = SpoolWriter(tmp_path)
+def test_torn_last_record_of_an_appended_open_segment_is_left_out_and_kept(tmp_path):
+    """Segments written by appending (before preallocation) end where the writer was cut off."""
     first, second = _delivery(1), _delivery(2)
-    writer.append(first)
-    writer.append(second)
-    writer.close()
-    [segment] = (tmp_path / READY).glob("*.seg")
-    data = segment.read_bytes()
+    data = first.encode() + second.encode()
+    (tmp_path / OPEN).mkdir()
+    segment = tmp_path / OPEN / "appended.seg"
     for cut in (len(data) - 1, len(data) - len(second.body) - 3, len(first.encode()) + 5):
         segment.write_bytes(data[:cut])
         deliveries, report = read_segment(segment, tmp_path / CORRUPT)
         assert deliveries == [first]
-        assert report.torn_tail_bytes > 0 and report.corrupt_ranges == 0
-    assert not (tmp_path / CORRUPT).exists() or not list((tmp_path / CORRUPT).iterdir())
+        assert report.corrupt_ranges == 0
+        kept = tmp_path / CORRUPT / f"appended.seg.{len(first.encode())}.cut-short.bin"
+        # Kept up to its last non-zero byte: zeros at the end cannot be told from unused space.
+        assert kept.read_bytes() == data[len(first.encode()) : cut].rstrip(b"\0")
+        assert report.torn_tail_bytes == len(kept.read_bytes())
+
+
+def test_a_sealed_segment_cut_short_or_ending_in_zeros_is_corruption_not_a_torn_write(tmp_path):
+    """Sealing flushes every record and cuts the file back, so a sealed segment is whole."""
+    first, second = _delivery(1), _delivery(2)
+    whole = first.encode() + second.encode()
+    lost_last_record = first.encode() + bytes(len(second.encode()))
+    for name, data in (("cut.seg", whole[:-7]), ("zeroed.seg", lost_last_record)):
+        (tmp_path / name).write_bytes(data)
+        deliveries, report = read_segment(tmp_path / name, tmp_path / CORRUPT)
+        assert deliveries == [first], name
+        assert report.corrupt_ranges == 1 and report.torn_tail_bytes == 0, name
+        assert (tmp_path / CORRUPT / f"{name}.{len(first.encode())}.bin").exists()
 
 
 def test_corrupt_record_is_kept_aside_and_does_not_block_the_rest(tmp_path):
