@@ -121,8 +121,7 @@ def start_bare(workdir: Path, workers: int, threads: int) -> tuple[subprocess.Po
 
 
 def start_real(workdir: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
-    spool = workdir / "spool"
-    shutil.rmtree(spool, ignore_errors=True)
+    spool = workdir / "spool"  # workdir is new: the spool starts empty
     env = dict(os.environ, FLAGSMITH_WEBHOOK_SECRET=SECRET, FLAGSMITH_SPOOL_DIR=str(spool))
     port = free_port()
     process = start_receiver(env, port, ["--workers", str(workers), "--threads", str(threads)])

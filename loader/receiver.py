@@ -158,7 +158,7 @@ def _read_body(request: Request, limit: int) -> bytes:
 
     A declared size over the limit is refused before anything is read; otherwise the declared
     bytes are read straight from the WSGI stream (gunicorn's stream ends at the Content-Length),
-    without werkzeug's stream wrappers, which cost more than the rest of the read. A chunked body
+    not through werkzeug's stream wrappers, and fewer bytes than declared are a 400. A chunked body
     has no declared size, and werkzeug would silently cut it at the limit (the signature would
     then fail with a misleading 401), so it is read here up to one byte past the limit to tell
     "exactly at the limit" from "over it".

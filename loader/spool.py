@@ -23,11 +23,12 @@ flush makes a whole group of requests durable, which is what lets the receiver k
 
 An open segment grows ahead of its records in zero-filled, flushed steps of `PREALLOCATE_BYTES`,
 and records are written into that space in place. A flush then only writes the new data: the
-file's size and block map are already on disk, so `fdatasync` has no metadata to write (on ext4
-an append costs a flush an extra synchronous inode write, and more CPU; bench/receiver.py
-measured the difference). Sealing cuts the file back to its records. An open segment left by a
-killed writer ends in zeros; the reader takes an all-zero tail as unused space, and a record
-whose bytes run into that zero tail as one that was being written when the writer died.
+file's size and block map are already on disk, so `fdatasync` has no metadata to write (on the
+journal-less ext4 this was measured on, an append cost each flush a synchronous inode write and
+more CPU; see the README's receiver figures). Sealing cuts the file back to its records. An
+open segment left by a killed writer ends in zeros; the reader takes an all-zero tail as unused
+space, and a record whose bytes run into that zero tail as one that was being written when the
+writer died.
 """
 
 from __future__ import annotations
@@ -250,21 +251,14 @@ class SpoolWriter:
                 return  # a flush that started after our write already covered it
             if segment.closed:
                 raise SpoolWriteError(errno.EIO, "spool segment closed before its flush")
-            if segment.broken:
-                # A flush of this file failed after our write. Linux reports a writeback error
-                # once per open file, so a second fdatasync could return 0 with our record lost.
+            if segment.broken:  # a flush failed after our write (see `_flush`)
                 raise SpoolWriteError(errno.EIO, "an earlier flush of this spool segment failed")
-            # `written` only grows and our record is already in it; reading it without the append
-            # lock keeps the lock order one-way (append lock, then sync lock) and cannot deadlock.
-            covered = segment.written
             try:
-                os.fdatasync(segment.fd)
+                _flush(segment)
             except OSError as error:
-                segment.broken = True
                 raise SpoolWriteError(
                     error.errno, f"spool flush failed: {error.strerror}"
                 ) from error
-            segment.synced = covered
 
     def _open_segment(self) -> _Segment:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -305,8 +299,7 @@ class SpoolWriter:
             try:
                 if segment.written:
                     os.ftruncate(segment.fd, segment.written)  # the unused preallocation
-                    os.fdatasync(segment.fd)
-                    segment.synced = segment.written
+                    _flush(segment)
                     os.rename(segment.path, self.spool_dir / READY / segment.name)
                 else:
                     os.unlink(segment.path)
@@ -369,9 +362,8 @@ def _preallocate(segment: _Segment, end: int) -> None:
     """Extend `segment` with flushed zeros to at least `end` bytes (append lock held).
 
     A full disk (or a file size limit) gets a second try with just the room `end` needs, so a
-    delivery that fits is not refused for want of a whole step. The flush runs under the sync
-    lock, like every flush of the file: it also flushes records of threads still waiting in
-    `_sync`, so its failure must break the segment before any of them can flush again.
+    delivery that fits is not refused for want of a whole step. The flush also covers records
+    of threads still waiting in `_sync`, so it is made like theirs, under the sync lock.
     """
     needed = end - segment.allocated
     size = max(PREALLOCATE_BYTES, needed)
@@ -386,14 +378,25 @@ def _preallocate(segment: _Segment, end: int) -> None:
         size = needed
         _pwrite_all(segment.fd, bytes(size), segment.allocated)
     with segment.sync_lock:
-        covered = segment.written
-        try:
-            os.fdatasync(segment.fd)
-        except OSError:
-            segment.broken = True
-            raise
-        segment.synced = max(segment.synced, covered)
+        _flush(segment)
     segment.allocated += size
+
+
+def _flush(segment: _Segment) -> None:
+    """fdatasync `segment` (its sync lock held): every record written so far is then durable.
+
+    `written` only grows and is read without the append lock, so the lock order stays one-way
+    (append lock, then sync lock). A failure breaks the segment for good: Linux reports a
+    writeback error to one fdatasync of a file only, so a later one could return 0 with records
+    lost, and no record still waiting on this file may be acknowledged.
+    """
+    covered = segment.written
+    try:
+        os.fdatasync(segment.fd)
+    except OSError:
+        segment.broken = True
+        raise
+    segment.synced = covered
 
 
 def _truncate_quietly(fd: int, length: int) -> None:
@@ -434,19 +437,18 @@ def is_sealed(path: Path) -> bool:
 
 
 def read_segment(
-    path: Path, corrupt_dir: Path | None = None, *, sealed: bool | None = None
+    path: Path, corrupt_dir: Path | None = None
 ) -> tuple[list[Delivery], SegmentReport]:
     """Every whole, checksummed record of a segment, in order.
 
     A record whose checksum or metadata fails is saved to `corrupt_dir` and skipped. In a segment
-    its writer left open (`sealed` False; by default told from the path), an all-zero tail is the
+    its writer left open (told from its path: `is_sealed`), an all-zero tail is the
     space reserved for records to come, and a last record cut short is one whose writer died
     before acknowledging it: it is left out of the load, and its bytes are kept in `corrupt_dir`
     too (`*.cut-short.bin`), since a damaged last record looks the same. A sealed segment holds
     whole records only, so anything else in it is corruption.
     """
-    if sealed is None:
-        sealed = is_sealed(path)
+    sealed = is_sealed(path)
     data = path.read_bytes()
     view = memoryview(data)  # records are sliced without copying; each body is copied once
     deliveries: list[Delivery] = []
@@ -455,28 +457,27 @@ def read_segment(
     size = len(data)
     bad_start: int | None = None
 
+    def keep_aside(start: int, end: int, suffix: str = "") -> None:
+        if corrupt_dir is not None:
+            corrupt_dir.mkdir(parents=True, exist_ok=True)
+            (corrupt_dir / f"{path.name}.{start}{suffix}.bin").write_bytes(data[start:end])
+
     def keep_corrupt(start: int, end: int) -> None:
         report.corrupt_ranges += 1
         log.warning(
             "spool segment %s: %d corrupt bytes at %d skipped", path.name, end - start, start
         )
-        if corrupt_dir is not None:
-            corrupt_dir.mkdir(parents=True, exist_ok=True)
-            (corrupt_dir / f"{path.name}.{start}.bin").write_bytes(data[start:end])
+        keep_aside(start, end)
 
     while position < size:
-        if not sealed and data[position] == 0 and data.count(0, position) == size - position:
+        if not sealed and _zeros_from(data, position):
             break  # the zero-filled space an open segment had reserved for records to come
-        if size - position < _FRAME.size:
-            # Not even a whole frame header: torn if it starts like one and nothing bad precedes it.
-            frame_ok = data[position : position + len(MAGIC)] == MAGIC[: size - position]
-            complete = False
-        else:
+        whole = False
+        if size - position >= _FRAME.size:
             magic, length, crc = _FRAME.unpack_from(data, position)
             end = position + _FRAME.size + length
-            frame_ok = magic == MAGIC and length >= _META_LENGTH.size
-            complete = frame_ok and end <= size
-        if frame_ok and complete:
+            whole = magic == MAGIC and length >= _META_LENGTH.size and end <= size
+        if whole:
             rest = view[position + _FRAME.size : end]
             if zlib.crc32(rest) == crc:
                 try:
@@ -493,7 +494,7 @@ def read_segment(
                     continue
         if not sealed and bad_start is None and _cut_short(data, position):
             # The last record was cut short: its writer died before it could be acknowledged.
-            written = len(data.rstrip(b"\0")) if data[-1] == 0 else size
+            written = len(data.rstrip(b"\0"))  # up to the zeros of the preallocation, if any
             report.torn_tail_bytes = written - position
             log.warning(
                 "spool segment %s: last record cut short (%d bytes at %d), its writer died"
@@ -502,11 +503,7 @@ def read_segment(
                 written - position,
                 position,
             )
-            if corrupt_dir is not None:
-                corrupt_dir.mkdir(parents=True, exist_ok=True)
-                (corrupt_dir / f"{path.name}.{position}.cut-short.bin").write_bytes(
-                    data[position:written]
-                )
+            keep_aside(position, written, ".cut-short")
             break
         if bad_start is None:
             bad_start = position
@@ -538,15 +535,19 @@ def _cut_short(data: bytes, position: int) -> bool:
         return header[: len(MAGIC)] == MAGIC[: len(header)]
     written = header.rstrip(b"\0")
     if len(written) < len(MAGIC):  # the zeros begin inside the magic
-        start = position + len(written)
-        return MAGIC.startswith(written) and data.count(0, start) == size - start
+        return MAGIC.startswith(written) and _zeros_from(data, position + len(written))
     magic, length, _ = _FRAME.unpack_from(data, position)
     if magic != MAGIC:
         return False
     end = position + _FRAME.size + length
     if end > size:
         return True
-    return end < size and data[end - 1] == 0 and data.count(0, end) == size - end
+    return end < size and data[end - 1] == 0 and _zeros_from(data, end)
+
+
+def _zeros_from(data: bytes, start: int) -> bool:
+    """Whether `data` holds only zero bytes from `start` to its end."""
+    return data.count(0, start) == len(data) - start
 
 
 def _try_lock(path: Path) -> int | None:
