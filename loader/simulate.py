@@ -602,15 +602,17 @@ class _Project:
         return "[" + ", ".join(fragments) + "]"
 
     def _bucket(self, state: _FeatureState, identity: _Identity) -> tuple[Any, float | None]:
-        """The variant this identity is bucketed into, and that variant's allocation."""
+        """The variant this identity is bucketed into, and that variant's allocation (None for
+        the control)."""
         percentage = hashed_percentage(state.id, identity.id)
         start = 0.0
         for variant in sorted(state.variants, key=lambda v: v.id):
             if start <= percentage < start + variant.allocation:
                 return variant.value, variant.allocation
             start += variant.allocation
-        control = round(100.0 - start, 2)
-        return state.value, control or None
+        # The control (the feature state's own value) is no multivariate option: Flagsmith
+        # reports no allocation for it.
+        return state.value, None
 
     def segments_json(self, identity: _Identity) -> str:
         listed = [

@@ -6,6 +6,7 @@ state in-process), and `run --every` can repeat it for days without growing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,13 +30,17 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def target_path(settings: Settings) -> Path:
+    return settings.dbt_target_path or settings.state_dir / "dbt" / "target"
+
+
 def dbt_command(
     settings: Settings, command: str | Sequence[str], extra: Sequence[str] = ()
 ) -> list[str]:
     """`dbt <command...> --project-dir ... <extra...>`; command may be ["docs", "generate"]."""
     root = project_dir()
-    target_path = settings.dbt_target_path or settings.state_dir / "dbt" / "target"
-    log_path = target_path.parent / "logs"
+    target = target_path(settings)
+    log_path = target.parent / "logs"
     return [
         dbt_executable(),
         *([command] if isinstance(command, str) else command),
@@ -46,7 +51,7 @@ def dbt_command(
         "--target",
         settings.warehouse,
         "--target-path",
-        str(target_path),
+        str(target),
         "--log-path",
         str(log_path),
         *extra,
@@ -78,5 +83,28 @@ def run_dbt(
         lock = postgres_advisory_lock(
             f"flagsmith_warehouse.transform:{schema}", what="another dbt run on this schema"
         )
+    results = target_path(settings) / "run_results.json"
     with lock:
-        return subprocess.call(args, env=env)
+        results.unlink(missing_ok=True)
+        status = subprocess.call(args, env=env)
+    for line in warnings(results):
+        print(line, file=sys.stderr)
+    return status
+
+
+def warnings(run_results: Path) -> list[str]:
+    """One line per data test that warned in a dbt run (the experiment-health checks are warn
+    tests), so a person running `transform` sees them even when dbt's own log is quiet or long."""
+    if not run_results.exists():
+        return []
+    try:
+        results = json.loads(run_results.read_text())["results"]
+    except (ValueError, KeyError):
+        return []
+    lines = []
+    for result in results:
+        if result.get("status") != "warn":
+            continue
+        name = result["unique_id"].split(".")[2]
+        lines.append(f"warning: dbt data test {name} found {result.get('failures')} row(s)")
+    return lines

@@ -17,6 +17,12 @@
        that would reread history, the mart's rows stand for their input instead (exposure
        periods merge new evaluations into their runs; features and segments combine their row
        with the new deliveries); each model's header says how.
+    4. Recorded state. A mart whose rows depend on something besides its input (which features
+       are experiments, an analyst option) names it with `rebuild_state`: a macro returning text
+       that is recorded beside the watermark. When the text differs from the recorded one (or
+       none was recorded), the run rebuilds the mart whole: every input row is new, the model
+       reads none of its existing rows (`is_incremental_run()` is false), and the strategy
+       empties the table before inserting. Never a mix of old and new.
 -#}
 
 
@@ -55,14 +61,23 @@
         incremental mart (for a mart built alone or in another schema). Emitting the DDL only
         when the table is missing keeps marts that dbt runs in parallel from colliding on it
         (DuckDB: "Catalog write-write conflict on create"). -#}
-    {%- if adapter.get_relation(this.database, this.schema, 'flagsmith__transform_watermarks') -%}
-        select 1
-    {%- else -%}
+    {%- set existing = adapter.get_relation(
+        this.database, this.schema, 'flagsmith__transform_watermarks'
+    ) -%}
+    {%- if not existing -%}
         create table if not exists {{ flagsmith_warehouse.watermark_relation() }} (
             model_name varchar not null,
             transform_batch_at timestamp with time zone,
-            recorded_at timestamp with time zone not null
+            recorded_at timestamp with time zone not null,
+            recorded_state varchar
         )
+    {%- elif 'recorded_state' not in (
+        adapter.get_columns_in_relation(existing) | map(attribute='name') | map('lower') | list
+    ) -%}
+        {#- a table from a version without recorded state: every mart that has one rebuilds once -#}
+        alter table {{ existing }} add column recorded_state varchar
+    {%- else -%}
+        select 1
     {%- endif -%}
 {%- endmacro %}
 
@@ -73,33 +88,96 @@
     delete from {{ flagsmith_warehouse.watermark_relation() }}
     where model_name = '{{ this.identifier }}';
     insert into {{ flagsmith_warehouse.watermark_relation() }}
-        (model_name, transform_batch_at, recorded_at)
+        (model_name, transform_batch_at, recorded_at, recorded_state)
     select
         '{{ this.identifier }}',
         max(transform_batch_at),
-        current_timestamp
+        current_timestamp,
+        {{ flagsmith_warehouse.sql_text_literal(flagsmith_warehouse.current_state()) }}
     from {{ input_relation }}
 {%- endmacro %}
 
 
+{% macro sql_text_literal(text) -%}
+    {%- if text is none -%}
+        null
+    {%- else -%}
+        '{{ text | replace("'", "''") }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro recorded_watermark() -%}
+    {#- This model's row of the watermark table as a dict (transform_batch_at as text,
+        recorded_state), or none when there is none. -#}
+    {%- if not execute
+        or not adapter.get_relation(this.database, this.schema, 'flagsmith__transform_watermarks')
+    -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set query -%}
+        -- the batch stamp as the warehouse writes it, so the literal compares exactly
+        select cast(transform_batch_at as varchar) as batch_text, *
+        from {{ flagsmith_warehouse.watermark_relation() }}
+        where model_name = '{{ this.identifier }}'
+    {%- endset -%}
+    {%- set table = run_query(query) -%}
+    {%- if table.rows | length == 0 -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set row = table.rows[0] -%}
+    {%- set names = table.column_names | map('lower') | list -%}
+    {%- set state = row[names.index('recorded_state')] if 'recorded_state' in names else none -%}
+    {{ return({
+        'transform_batch_at': row[names.index('batch_text')],
+        'recorded_state': none if state is none else state | string,
+    }) }}
+{%- endmacro %}
+
+
+{% macro current_state() -%}
+    {#- The text this model's rows depend on besides its input (config `flagsmith_rebuild_state`:
+        the name of a macro of this project that returns it), or none. -#}
+    {%- set macro_name = config.get('flagsmith_rebuild_state') -%}
+    {%- if not macro_name -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(flagsmith_warehouse[macro_name]()) }}
+{%- endmacro %}
+
+
+{% macro is_rebuild() -%}
+    {#- True when an incremental run must rebuild the model whole: its recorded state differs
+        from the current one. -#}
+    {%- if not (is_incremental() and execute) -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set state = flagsmith_warehouse.current_state() -%}
+    {%- if state is none -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set recorded = flagsmith_warehouse.recorded_watermark() -%}
+    {{ return(recorded is none or recorded['recorded_state'] != state) }}
+{%- endmacro %}
+
+
+{% macro is_incremental_run() -%}
+    {#- is_incremental(), unless the model rebuilds whole this run (see `is_rebuild`): use it
+        wherever a model reads its own existing rows. -#}
+    {{ return(is_incremental() and not flagsmith_warehouse.is_rebuild()) }}
+{%- endmacro %}
+
+
 {% macro new_input_condition(column='transform_batch_at') -%}
-    {#- True for input rows this model has not processed yet (all rows on a full refresh). The
-        watermark is read when the model runs, so the filter is a literal the warehouse can
-        prune on. -#}
-    {%- if is_incremental() and execute -%}
-        {%- set query -%}
-            select cast(max(transform_batch_at) as varchar)
-            from {{ flagsmith_warehouse.watermark_relation() }}
-            where model_name = '{{ this.identifier }}'
-        {%- endset -%}
-        {%- set watermark = none -%}
-        {%- if adapter.get_relation(this.database, this.schema, 'flagsmith__transform_watermarks') -%}
-            {%- set watermark = run_query(query).columns[0].values()[0] -%}
-        {%- endif -%}
-        {%- if watermark is none -%}
+    {#- True for input rows this model has not processed yet (all rows on a full refresh or a
+        rebuild). The watermark is read when the model runs, so the filter is a literal the
+        warehouse can prune on. -#}
+    {%- if flagsmith_warehouse.is_incremental_run() -%}
+        {%- set recorded = flagsmith_warehouse.recorded_watermark() -%}
+        {%- if recorded is none or recorded['transform_batch_at'] is none -%}
             true
         {%- else -%}
-            {{ column }} > cast('{{ watermark }}' as timestamp with time zone)
+            {{ column }} > cast('{{ recorded['transform_batch_at'] }}' as timestamp with time zone)
         {%- endif -%}
     {%- else -%}
         true
@@ -107,15 +185,22 @@
 {%- endmacro %}
 
 
-{% macro incremental_config(input_model, replace_by, replace_new_identities=false) -%}
+{% macro incremental_config(
+    input_model, replace_by, replace_new_identities=false, replace_new_input_of=none,
+    rebuild_state=none
+) -%}
     {#- The config every incremental mart shares; `replace_by` names the partition columns.
-        `replace_new_identities`: the model recomputes every identity with new deliveries, whose
-        partition (environment_id, identity) is replaced even when it now has no rows. -#}
+        A recomputed partition is replaced even when it now has no rows, if it is named by
+        `replace_new_identities` (every identity with new deliveries, keyed (environment_id,
+        identity)) or `replace_new_input_of` (the distinct `replace_by` columns of the new rows
+        of that model). `rebuild_state`: see "Recorded state" above. -#}
     {{ return({
         'materialized': 'incremental',
         'incremental_strategy': 'flagsmith_replace_partitions',
         'flagsmith_replace_by': replace_by,
         'flagsmith_replace_new_identities': replace_new_identities,
+        'flagsmith_replace_new_input_of': replace_new_input_of,
+        'flagsmith_rebuild_state': rebuild_state,
         'on_schema_change': 'fail',
         'pre_hook': [
             "{{ flagsmith_warehouse.create_watermarks_table() }}",
@@ -150,11 +235,13 @@
 {% macro get_incremental_flagsmith_replace_partitions_sql(arg_dict) -%}
     {#- Replace whole partitions: delete every target row whose partition appears in the new
         rows, then insert the new rows. Input only grows, so a recomputed partition of most marts
-        keeps at least one row and the new rows name every partition that changed. Not so for
-        the segment and trait histories: a late delivery at the same instant as an identity's
-        only membership or trait value can end it (one instant, the last delivery's state), so
-        those marts replace every identity with new deliveries (`replace_new_identities`).
-        Nullable partition columns (environment_id) are compared null-safely. -#}
+        keeps at least one row and the new rows name every partition that changed. Where a
+        recomputed partition can end up empty (a late delivery at the same instant as an
+        identity's only membership, trait value or experiment period can end it: one instant,
+        the last delivery's state), the model names the partitions it recomputed through
+        `replace_new_identities` or `replace_new_input_of`, and those are emptied too. A rebuild
+        (recorded state changed) empties the whole table. Nullable partition columns
+        (environment_id) are compared null-safely. -#}
     {%- set target = arg_dict['target_relation'] -%}
     {%- set source = arg_dict['temp_relation'] -%}
     {%- set partition_columns = config.get('flagsmith_replace_by') -%}
@@ -167,7 +254,11 @@
     {%- for column in partition_columns -%}
         {%- do keys.append(flagsmith_warehouse.partition_key(column)) -%}
     {%- endfor -%}
+    {%- set new_input_of = config.get('flagsmith_replace_new_input_of') -%}
     {%- set dest_columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- if flagsmith_warehouse.is_rebuild() %}
+    delete from {{ target }};
+    {%- else %}
     delete from {{ target }}
     where ({{ keys | join(', ') }}) in (
         select {{ keys | join(', ') }} from {{ source }}
@@ -175,7 +266,14 @@
         union
         {{ flagsmith_warehouse.identities_with_new_deliveries_sql() }}
         {%- endif %}
+        {%- if new_input_of %}
+        union
+        select distinct {{ keys | join(', ') }}
+        from {{ ref(new_input_of) }}
+        where {{ flagsmith_warehouse.new_input_condition() }}
+        {%- endif %}
     );
+    {%- endif %}
     insert into {{ target }} ({{ dest_columns }})
     select {{ dest_columns }} from {{ source }}
 {%- endmacro %}

@@ -22,8 +22,12 @@ Ambiguities in contract.md, and how this oracle resolves them:
     name at the identity's latest evaluation of the feature. Dimensions (``features``,
     ``segments``) take names and attributes from the latest delivery in the environment that
     carries the thing.
-4.  ``experiment_assignments`` has one row per exposure period: ``timestamp`` = ``valid_from``,
-    ``environment_key`` = the key of the period's first delivery (the exposure event).
+4.  Experiments (contract v2). An experiment is a feature whose latest type (``features``) is
+    MULTIVARIATE; an experiment period is an exposure period of one whose state is enabled with
+    assignment source ``default``; its arm is the variant. ``experiment_assignments`` has one row
+    per experiment period: ``timestamp`` = ``valid_from``, ``environment_key`` = the key of the
+    period's first delivery, names the feature's latest. ``experiment_exposures`` sums them per
+    identity; ``experiments`` per feature, with the sample-ratio check computed here with scipy.
 5.  Any evaluation is an exposure, including a disabled one: ``first_variant`` may be ``'off'``
     and ``'off'`` rows appear in daily exposures and feature-variant cohorts.
 6.  A feature missing from a delivery is skipped for exposure periods and feature-variant
@@ -74,12 +78,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "flagsmith__flag_evaluations": ("delivery_id", "feature_id"),
     "flagsmith__flag_exposure_periods": ("environment_id", "identity", "feature_id", "valid_from"),
     "flagsmith__first_exposures": ("environment_id", "identity", "feature_id"),
-    "flagsmith__experiment_assignments": (
-        "environment_id",
-        "user_id",
-        "experiment_id",
-        "timestamp",
-    ),
+    "flagsmith__experiment_assignments": ("environment_id", "identity", "feature_id", "timestamp"),
+    "flagsmith__experiment_exposures": ("environment_id", "identity", "feature_id"),
+    "flagsmith__experiments": ("environment_id", "feature_id"),
     "flagsmith__segment_membership_periods": (
         "environment_id",
         "identity",
@@ -104,8 +105,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "entered_at",
     ),
 }
-"""Sort order of each mart; the contract's unique key (experiment_assignments has none: its
-rows are exposure periods, sorted here by the columns that identify one)."""
+"""Sort order of each mart: the contract's unique key."""
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "flagsmith__flag_evaluations": (
@@ -157,13 +157,44 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "is_multi_variant",
     ),
     "flagsmith__experiment_assignments": (
-        "user_id",
+        "environment_id",
+        "identity",
+        "feature_id",
         "timestamp",
+        "user_id",
         "experiment_id",
         "variation_id",
-        "environment_id",
+        "experiment_name",
+        "variation_name",
         "environment_key",
         "assignment_source",
+    ),
+    "flagsmith__experiment_exposures": (
+        "environment_id",
+        "identity",
+        "feature_id",
+        "feature_name",
+        "user_id",
+        "first_exposed_at",
+        "first_arm",
+        "environment_key",
+        "last_exposed_at",
+        "exposure_count",
+        "arm_count",
+        "is_multi_arm",
+    ),
+    "flagsmith__experiments": (
+        "environment_id",
+        "feature_id",
+        "feature_name",
+        "first_exposed_at",
+        "last_exposed_at",
+        "identities_exposed",
+        "multi_arm_identities",
+        "arm_count",
+        "srm_chi_square",
+        "srm_degrees_of_freedom",
+        "srm_p_value",
     ),
     "flagsmith__segment_membership_periods": (
         "environment_id",
@@ -234,7 +265,36 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "exited_at",
     ),
 }
-"""Exactly the contract's columns (key first), in the order the contract lists them."""
+"""Exactly the contract's columns (key first), in the order the contract lists them; the trait
+columns (``AnalystOptions.trait_columns``) follow on identities and experiment exposures."""
+
+TRAIT_COLUMN_MARTS = ("flagsmith__identities", "flagsmith__experiment_exposures")
+
+
+@dataclass(frozen=True)
+class AnalystOptions:
+    """The dbt vars of contract.md's "Analyst options", as the oracle takes them.
+
+    ``identity_map``: (identity, user key) pairs, both text; an identity mapped to several keys
+    takes the smallest. ``trait_columns``: (trait key, column name) pairs.
+    """
+
+    identity_map: tuple[tuple[str, str], ...] = ()
+    trait_columns: tuple[tuple[str, str], ...] = ()
+
+    def user_id(self, identity: str) -> str:
+        keys = [user for mapped, user in self.identity_map if mapped == identity]
+        return min(keys) if keys else identity
+
+
+NO_OPTIONS = AnalystOptions()
+
+
+def columns(model: str, options: AnalystOptions = NO_OPTIONS) -> tuple[str, ...]:
+    """The columns of `model` under these options."""
+    if model in TRAIT_COLUMN_MARTS:
+        return COLUMNS[model] + tuple(name for _key, name in options.trait_columns)
+    return COLUMNS[model]
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -473,11 +533,11 @@ def _sort_value(value: Any) -> tuple[bool, Any]:
     return (value is not None, value)
 
 
-def _sorted(model: str, rows: list[Row]) -> list[Row]:
+def _sorted(model: str, rows: list[Row], options: AnalystOptions) -> list[Row]:
     key = KEYS[model]
     ordered = sorted(rows, key=lambda row: tuple(_sort_value(row[col]) for col in key))
-    columns = COLUMNS[model]
-    return [{col: row[col] for col in columns} for row in ordered]
+    selected = columns(model, options)
+    return [{col: row[col] for col in selected} for row in ordered]
 
 
 def _by_scope(deliveries: Sequence[Delivery]) -> dict[tuple[int | None, str], list[Delivery]]:
@@ -539,24 +599,195 @@ def flag_exposure_periods(
     return rows
 
 
+def _experiments(
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> dict[tuple[int | None, int], str]:
+    """(environment_id, feature_id) -> latest name, of every feature whose latest type is
+    MULTIVARIATE."""
+    return {
+        (row["environment_id"], row["feature_id"]): row["feature_name"]
+        for row in features(histories)
+        if row["feature_type"] == "MULTIVARIATE"
+    }
+
+
+def _experiment_runs(history: list[Evaluation]) -> list[Run]:
+    """The experiment periods of one pair: exposure runs served enabled by the default split."""
+    return [
+        run
+        for run in _exposure_runs(history)
+        if run.state[0] and run.state[4] == "default"  # type: ignore[index]
+    ]
+
+
 def experiment_assignments(
     histories: dict[tuple[int | None, str, int], list[Evaluation]],
+    options: AnalystOptions,
 ) -> list[Row]:
+    experiments = _experiments(histories)
     rows = []
-    for (environment_id, identity, _feature_id), history in histories.items():
-        for run in _exposure_runs(history):
-            first, last = run.items[0], run.items[-1]
+    for (environment_id, identity, feature_id), history in histories.items():
+        name = experiments.get((environment_id, feature_id))
+        if name is None:
+            continue
+        for run in _experiment_runs(history):
+            arm = run.state[3]  # type: ignore[index]
             rows.append(
                 {
-                    "user_id": identity,
-                    "timestamp": run.valid_from,
-                    "experiment_id": last.feature_name,
-                    "variation_id": run.state[3],  # type: ignore[index]
                     "environment_id": environment_id,
-                    "environment_key": first.environment_key,
-                    "assignment_source": run.state[4],  # type: ignore[index]
+                    "identity": identity,
+                    "feature_id": feature_id,
+                    "timestamp": run.valid_from,
+                    "user_id": options.user_id(identity),
+                    "experiment_id": name,
+                    "variation_id": arm,
+                    "experiment_name": name,
+                    "variation_name": arm,
+                    "environment_key": run.items[0].environment_key,
+                    "assignment_source": "default",
                 }
             )
+    return rows
+
+
+def _traits_at(deliveries: list[Delivery], at: datetime) -> dict[str, TraitValue]:
+    """The stored traits of a scope at an instant: those of its last delivery received at or
+    before it (the last by delivery_id among those of that instant)."""
+    state: dict[str, TraitValue] = {}
+    for delivery in deliveries:  # in (received_at, delivery_id) order
+        if delivery.received_at > at:
+            break
+        state = delivery.traits
+    return state
+
+
+def _trait_columns(traits: dict[str, TraitValue], options: AnalystOptions) -> Row:
+    return {
+        name: (traits[key].value if key in traits else None) for key, name in options.trait_columns
+    }
+
+
+def experiment_exposures(
+    scopes: dict[tuple[int | None, str], list[Delivery]],
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+    options: AnalystOptions,
+) -> list[Row]:
+    experiments = _experiments(histories)
+    rows = []
+    for (environment_id, identity, feature_id), history in histories.items():
+        name = experiments.get((environment_id, feature_id))
+        periods = _experiment_runs(history) if name is not None else []
+        if not periods:
+            continue
+        first = periods[0]
+        arms = {run.state[3] for run in periods}  # type: ignore[index]
+        first_exposed_at = first.valid_from
+        assert first_exposed_at is not None
+        rows.append(
+            {
+                "environment_id": environment_id,
+                "identity": identity,
+                "feature_id": feature_id,
+                "feature_name": name,
+                "user_id": options.user_id(identity),
+                "first_exposed_at": first_exposed_at,
+                "first_arm": first.state[3],  # type: ignore[index]
+                "environment_key": first.items[0].environment_key,
+                "last_exposed_at": max(run.last_at for run in periods),  # type: ignore[type-var]
+                "exposure_count": sum(len(run.items) for run in periods),
+                "arm_count": len(arms),
+                "is_multi_arm": len(arms) > 1,
+                **(
+                    _trait_columns(
+                        _traits_at(scopes[(environment_id, identity)], first_exposed_at), options
+                    )
+                    if options.trait_columns
+                    else {}
+                ),
+            }
+        )
+    return rows
+
+
+def _srm(
+    observed: dict[str, int], shares: dict[str, float | None]
+) -> tuple[float | None, int | None, float | None]:
+    """(chi-square, degrees of freedom, p-value) of the sample-ratio check, or three Nones."""
+    from scipy.stats import chi2
+
+    missing = [arm for arm, share in shares.items() if share is None]
+    reported = sum(share for share in shares.values() if share is not None)
+    if len(missing) == 1:
+        shares = {**shares, missing[0]: 100.0 - reported}
+    elif missing or abs(reported - 100.0) > 0.001:
+        return None, None, None
+    n = sum(observed.values())
+    expected = {arm: n * share / 100.0 for arm, share in shares.items()}  # type: ignore[operator]
+    if (
+        len(shares) < 2
+        or min(shares.values()) <= 0  # type: ignore[type-var]
+        or n < 100
+        or min(expected.values()) < 5
+    ):
+        return None, None, None
+    statistic = sum((observed[arm] - expected[arm]) ** 2 / expected[arm] for arm in shares)
+    freedom = len(shares) - 1
+    return statistic, freedom, float(chi2.sf(statistic, freedom))
+
+
+def experiments(
+    histories: dict[tuple[int | None, str, int], list[Evaluation]],
+) -> list[Row]:
+    names = _experiments(histories)
+    exposures = experiment_exposures({}, histories, NO_OPTIONS)  # no trait columns
+    arms: dict[tuple[int | None, int], set[str]] = defaultdict(set)
+    allocations: dict[tuple[int | None, int, str], tuple[tuple[datetime, str], float]] = {}
+    for (environment_id, _identity, feature_id), history in histories.items():
+        if (environment_id, feature_id) not in names:
+            continue
+        for run in _experiment_runs(history):
+            arms[(environment_id, feature_id)].add(run.state[3])  # type: ignore[index]
+        for e in history:
+            if (
+                e.enabled
+                and e.assignment_source == "default"
+                and e.percentage_allocation is not None
+            ):
+                key = (environment_id, feature_id, e.variant)
+                order = (e.received_at, e.delivery_id)
+                if key not in allocations or allocations[key][0] < order:
+                    allocations[key] = (order, e.percentage_allocation)
+    per_experiment: dict[tuple[int | None, int], list[Row]] = defaultdict(list)
+    for row in exposures:
+        per_experiment[(row["environment_id"], row["feature_id"])].append(row)
+    rows = []
+    for (environment_id, feature_id), units in per_experiment.items():
+        experiment_arms = arms[(environment_id, feature_id)]
+        observed = {arm: 0 for arm in experiment_arms}
+        for unit in units:
+            observed[unit["first_arm"]] += 1
+        shares = {
+            arm: allocations[(environment_id, feature_id, arm)][1]
+            if (environment_id, feature_id, arm) in allocations
+            else None
+            for arm in experiment_arms
+        }
+        statistic, freedom, p_value = _srm(observed, shares)
+        rows.append(
+            {
+                "environment_id": environment_id,
+                "feature_id": feature_id,
+                "feature_name": names[(environment_id, feature_id)],
+                "first_exposed_at": min(unit["first_exposed_at"] for unit in units),
+                "last_exposed_at": max(unit["last_exposed_at"] for unit in units),
+                "identities_exposed": len(units),
+                "multi_arm_identities": sum(1 for unit in units if unit["is_multi_arm"]),
+                "arm_count": len(experiment_arms),
+                "srm_chi_square": statistic,
+                "srm_degrees_of_freedom": freedom,
+                "srm_p_value": p_value,
+            }
+        )
     return rows
 
 
@@ -645,7 +876,9 @@ def trait_history(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[
     return rows
 
 
-def identities(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
+def identities(
+    scopes: dict[tuple[int | None, str], list[Delivery]], options: AnalystOptions
+) -> list[Row]:
     return [
         {
             "environment_id": environment_id,
@@ -653,6 +886,7 @@ def identities(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row
             "first_seen_at": deliveries[0].received_at,
             "last_seen_at": deliveries[-1].received_at,
             "delivery_count": len(deliveries),
+            **_trait_columns(deliveries[-1].traits, options),
         }
         for (environment_id, identity), deliveries in scopes.items()
     ]
@@ -769,7 +1003,9 @@ def cohort_memberships(
     return rows
 
 
-def build_marts(raw_rows: Iterable[RawRow]) -> dict[str, list[Row]]:
+def build_marts(
+    raw_rows: Iterable[RawRow], options: AnalystOptions = NO_OPTIONS
+) -> dict[str, list[Row]]:
     """Every contract mart from the raw deliveries, each sorted by its key."""
     parsed = [d for d in map(parse, raw_rows) if d is not None]
     parsed.sort(key=lambda d: d.order)
@@ -779,13 +1015,15 @@ def build_marts(raw_rows: Iterable[RawRow]) -> dict[str, list[Row]]:
         "flagsmith__flag_evaluations": lambda: flag_evaluations(parsed),
         "flagsmith__flag_exposure_periods": lambda: flag_exposure_periods(histories),
         "flagsmith__first_exposures": lambda: first_exposures(histories),
-        "flagsmith__experiment_assignments": lambda: experiment_assignments(histories),
+        "flagsmith__experiment_assignments": lambda: experiment_assignments(histories, options),
+        "flagsmith__experiment_exposures": lambda: experiment_exposures(scopes, histories, options),
+        "flagsmith__experiments": lambda: experiments(histories),
         "flagsmith__segment_membership_periods": lambda: segment_membership_periods(scopes),
         "flagsmith__trait_history": lambda: trait_history(scopes),
-        "flagsmith__identities": lambda: identities(scopes),
+        "flagsmith__identities": lambda: identities(scopes, options),
         "flagsmith__features": lambda: features(histories),
         "flagsmith__segments": lambda: segments(scopes),
         "flagsmith__daily_feature_exposures": lambda: daily_feature_exposures(histories),
         "flagsmith__cohort_memberships": lambda: cohort_memberships(scopes, histories),
     }
-    return {model: _sorted(model, build()) for model, build in builders.items()}
+    return {model: _sorted(model, build(), options) for model, build in builders.items()}

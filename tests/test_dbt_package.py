@@ -42,7 +42,11 @@ def test_installs_as_a_package_and_builds_with_the_raw_data_elsewhere(tmp_path):
         settings,
         [
             Posted(
-                body(f"user_{n}", [flag(1, "checkout_button", value=v, kind="MULTIVARIATE")]),
+                body(
+                    f"user_{n}",
+                    [flag(1, "checkout_button", value=v, kind="MULTIVARIATE")],
+                    traits=[{"trait_key": "plan", "trait_value": "pro", "transient": False}],
+                ),
                 start + timedelta(minutes=n),
             )
             for n, v in enumerate(variants)
@@ -71,12 +75,21 @@ def test_installs_as_a_package_and_builds_with_the_raw_data_elsewhere(tmp_path):
 
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
         arms = connection.execute(
-            "select first_variant, identities from analytics.checkout_arms order by 1"
+            "select first_arm, users from analytics.checkout_arms order by 1"
         ).fetchall()
-        assert arms == [("control", 2), ("variant_b", 1)]
+        # user_0 and user_2 are one customer; both control
+        assert arms == [("control", 1), ("variant_b", 1)]
+        assert connection.execute(
+            "select identity, user_id, plan_at_exposure"
+            " from analytics_flagsmith.flagsmith__experiment_exposures order by 1"
+        ).fetchall() == [
+            ("user_0", "customer_100", "pro"),
+            ("user_1", "customer_101", "pro"),
+            ("user_2", "customer_100", "pro"),
+        ]
         marts = connection.execute(
             "select count(*) from information_schema.tables"
             " where table_schema = 'analytics_flagsmith' and table_name like 'flagsmith\\_\\_%'"
             " escape '\\'"
         ).fetchone()[0]
-        assert marts == 12  # eleven marts and the watermarks table
+        assert marts == 14  # thirteen marts (tables and views) and the watermarks table

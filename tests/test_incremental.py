@@ -9,6 +9,7 @@ same data and the independent oracle.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from datetime import UTC, datetime
@@ -19,9 +20,17 @@ import pytest
 from loader.spool import Delivery
 
 from .bodies import body, flag
-from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart
-from .oracle import COLUMNS
-from .warehouse import Posted, connect, dbt, land, simulated, warehouse_settings
+from .marts import INTERMEDIATE_TABLES, assert_mart_equal, every_row, expected_marts, fetch_mart
+from .oracle import COLUMNS, NO_OPTIONS, AnalystOptions
+from .warehouse import (
+    Posted,
+    connect,
+    create_identity_map,
+    dbt,
+    land,
+    simulated,
+    warehouse_settings,
+)
 
 
 def _batches(seed: int, size: int = 700) -> list[list[Posted]]:
@@ -44,17 +53,43 @@ def _batches(seed: int, size: int = 700) -> list[list[Posted]]:
     return batches
 
 
+OPTIONS = AnalystOptions(
+    identity_map=(("user_1", "u-0001"), ("user_2", "u-0002"), ("user_2", "u-0000")),
+    trait_columns=(("plan", "trait_plan"), ("country", "home_country")),
+)
+"""Analyst options for the runs that set them: two identities mapped (one to two keys), two
+trait columns (one with an alias)."""
+
+
+def options_vars(options: AnalystOptions) -> list[str]:
+    """`--vars` for dbt that set these options (the map in analytics.user_map)."""
+    trait_columns = [{"key": key, "alias": name} for key, name in options.trait_columns]
+    chosen: dict = {"flagsmith__trait_columns": trait_columns}
+    if options.identity_map:
+        chosen["flagsmith__identity_map"] = "analytics.user_map"
+    return ["--vars", json.dumps(chosen)]
+
+
 def assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
-    tmp_path, seed: int, warehouse: str = "duckdb", size: int = 700
+    tmp_path,
+    seed: int,
+    warehouse: str = "duckdb",
+    size: int = 700,
+    options: AnalystOptions = NO_OPTIONS,
 ) -> None:
     """Builds after every batch, then a full refresh of the same data (DuckDB: a copy of the
-    file; Postgres: the same raw tables, marts in another schema), compared row by row."""
+    file; Postgres: the same raw tables, marts in another schema), compared row by row, every
+    mart and every intermediate table."""
     settings = warehouse_settings(tmp_path / "incremental", warehouse)
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    if options.identity_map:
+        create_identity_map(settings, options.identity_map)
+    chosen = options_vars(options)
     for number, batch in enumerate(_batches(seed, size)):
         assert land(settings, batch) == len(batch)
-        result = dbt(settings, "build" if number == 0 else "run")
+        result = dbt(settings, "build" if number == 0 else "run", *chosen)
         assert result.returncode == 0, result.output[-4000:]
-    result = dbt(settings, "build")  # the scoped data tests pass on the last batch too
+    result = dbt(settings, "build", *chosen)  # the scoped data tests pass on the last batch too
     assert result.returncode == 0, result.output[-4000:]
 
     if warehouse == "duckdb":
@@ -66,41 +101,47 @@ def assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
             warehouse_settings(tmp_path / "refreshed", warehouse),
             "flagsmith_full",
         )
-    result = dbt(refreshed, "build", "--full-refresh", schema=full_schema)
+    result = dbt(refreshed, "build", "--full-refresh", *chosen, schema=full_schema)
     assert result.returncode == 0, result.output[-4000:]
 
     with connect(settings) as incremental, connect(refreshed) as full:
-        expected = expected_marts(incremental)
+        expected = expected_marts(incremental, options)
         for name in COLUMNS:
-            actual = fetch_mart(incremental, name)
+            actual = fetch_mart(incremental, name, options=options)
             assert actual, f"{name} is empty: the stream should exercise it"
             assert_mart_equal(
-                actual, fetch_mart(full, name, full_schema), f"{name} (incremental vs full)"
+                actual,
+                fetch_mart(full, name, full_schema, options),
+                f"{name} (incremental vs full)",
             )
             assert_mart_equal(actual, expected[name], f"{name} (incremental vs oracle)")
-            if name != "flagsmith__experiment_assignments":
-                assert every_row(incremental, name) == every_row(full, name, full_schema), name
+        for name in [*COLUMNS, *INTERMEDIATE_TABLES]:
+            assert every_row(incremental, name) == every_row(full, name, full_schema), name
 
 
-@pytest.mark.parametrize("seed", [3, 8])
-def test_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed):
-    assert_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed)
+@pytest.mark.parametrize(
+    ("seed", "options"), [(3, NO_OPTIONS), (8, OPTIONS)], ids=["seed3", "seed8-options"]
+)
+def test_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed, options):
+    assert_incremental_builds_equal_a_full_refresh_and_the_oracle(tmp_path, seed, options=options)
 
 
 def test_a_late_delivery_at_the_same_instant_can_end_an_identitys_only_runs(tmp_path):
-    """u1's only delivery makes it a segment member with a stored trait. A delivery landed later,
-    stamped with the same microsecond and a greater delivery id, lists neither: the instant's
-    state is the later one's, so u1 has no membership or trait run at all. The incremental run
-    must remove the rows of a partition that is now empty, not only replace non-empty ones."""
+    """u1's only delivery makes it a segment member with a stored trait, exposed to an experiment.
+    A delivery landed later, stamped with the same microsecond and a greater delivery id, lists
+    neither and has the experiment switched off: the instant's state is the later one's, so u1
+    has no membership, trait run or experiment period at all. The incremental run must remove
+    the rows of a partition that is now empty, not only replace non-empty ones."""
     at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    features = [flag(1, "checkout")]
+    features = [flag(1, "checkout", value="b", kind="MULTIVARIATE")]
+    switched_off = [flag(1, "checkout", value="b", kind="MULTIVARIATE", enabled=False)]
     member = body(
         "u1",
         features,
         traits=[{"trait_key": "plan", "trait_value": "free", "transient": False}],
         segments=[{"id": 5, "name": "beta", "member": True}],
     )
-    neither = body("u1", features)
+    neither = body("u1", switched_off)
     other = body("u2", features, segments=[{"id": 5, "name": "beta", "member": True}])
 
     def record(delivery_id: str, payload: bytes, received_at: datetime) -> Delivery:
@@ -120,5 +161,6 @@ def test_a_late_delivery_at_the_same_instant_can_end_an_identitys_only_runs(tmp_
         expected = expected_marts(connection)
         assert [r["identity"] for r in expected["flagsmith__segment_membership_periods"]] == ["u2"]
         assert expected["flagsmith__trait_history"] == []
+        assert [r["identity"] for r in expected["flagsmith__experiment_exposures"]] == ["u2"]
         for name in COLUMNS:
             assert_mart_equal(fetch_mart(connection, name), expected[name], name)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from loader.simulate import generate
-from tests.oracle import COLUMNS, KEYS, build_marts, value_text
+from tests.oracle import COLUMNS, KEYS, AnalystOptions, build_marts, value_text
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _MISSING = object()
@@ -431,36 +431,199 @@ def test_identities_are_scoped_by_environment() -> None:
     ]
 
 
-# --- experiment assignments ---------------------------------------------------------------------
+# --- experiments --------------------------------------------------------------------------------
 
 
-def test_experiment_assignments_one_row_per_period() -> None:
+def mv(value: Any, **options: Any) -> dict[str, Any]:
+    """A flag of the multivariate feature 'checkout' (id 1)."""
+    return flag(1, "checkout", value=value, feature_type="MULTIVARIATE", **options)
+
+
+def test_experiment_assignments_one_row_per_experiment_period() -> None:
+    """Only the default split's enabled periods are assignments: an override and the test being
+    switched off are not arms, and the arm keeps its bucket through the switch-off."""
     rows = mart(
         "experiment_assignments",
-        raw(0, body(flags=[flag(value="control")]), key="eu"),
-        raw(10, body(flags=[flag(value="control")]), key="us"),
-        raw(20, body(flags=[flag(value="variant_b", identity=7)]), key="us"),
+        raw(0, body(flags=[mv("control")]), key="eu"),
+        raw(10, body(flags=[mv("control")]), key="us"),
+        raw(20, body(flags=[mv("variant_b", identity=7)]), key="us"),
+        raw(30, body(flags=[mv("control", enabled=False)])),
+        raw(40, body(flags=[mv("control")])),
     )
     assert rows == [
         {
-            "user_id": "u1",
-            "timestamp": at(0),
-            "experiment_id": "dark_mode",
-            "variation_id": "control",
             "environment_id": 10,
+            "identity": "u1",
+            "feature_id": 1,
+            "timestamp": at(0),
+            "user_id": "u1",
+            "experiment_id": "checkout",
+            "variation_id": "control",
+            "experiment_name": "checkout",
+            "variation_name": "control",
             "environment_key": "eu",  # the key of the period's first delivery
             "assignment_source": "default",
         },
         {
-            "user_id": "u1",
-            "timestamp": at(20),
-            "experiment_id": "dark_mode",
-            "variation_id": "variant_b",
             "environment_id": 10,
-            "environment_key": "us",
-            "assignment_source": "identity_override",
+            "identity": "u1",
+            "feature_id": 1,
+            "timestamp": at(40),
+            "user_id": "u1",
+            "experiment_id": "checkout",
+            "variation_id": "control",
+            "experiment_name": "checkout",
+            "variation_name": "control",
+            "environment_key": "production",
+            "assignment_source": "default",
         },
     ]
+
+
+def test_an_ordinary_flag_is_no_experiment() -> None:
+    marts = build_marts([raw(0, body(flags=[flag(1, "dark_mode", value="x")]))])
+    assert marts["flagsmith__experiment_assignments"] == []
+    assert marts["flagsmith__experiment_exposures"] == []
+    assert marts["flagsmith__experiments"] == []
+
+
+def test_the_latest_type_classifies_the_whole_history() -> None:
+    """A feature turned MULTIVARIATE later: its earlier periods become experiment periods, and
+    its latest name names the experiment (a rename does not split it)."""
+    rows = mart(
+        "experiment_assignments",
+        raw(0, body(flags=[flag(1, "old_name", value="a")])),
+        raw(10, body(flags=[flag(1, "checkout", value="b", feature_type="MULTIVARIATE")])),
+    )
+    assert pick(rows, "timestamp", "experiment_id", "variation_id") == [
+        (at(0), "checkout", "a"),
+        (at(10), "checkout", "b"),
+    ]
+
+
+def test_experiment_exposure_one_row_per_identity_and_experiment() -> None:
+    rows = mart(
+        "experiment_exposures",
+        raw(0, body("u1", flags=[mv("control", enabled=False)])),
+        raw(5, body("u1", flags=[mv("control")]), key="eu"),
+        raw(10, body("u1", flags=[mv("control")])),
+        raw(20, body("u1", flags=[mv("variant_b")])),
+        raw(30, body("u1", flags=[mv("variant_b", enabled=False)])),
+        raw(40, body("u2", flags=[mv("variant_b")])),
+        raw(50, body("u3", flags=[mv("variant_b", feature_segment=3)])),
+    )
+    assert rows == [
+        {
+            "environment_id": 10,
+            "identity": "u1",
+            "feature_id": 1,
+            "feature_name": "checkout",
+            "user_id": "u1",
+            "first_exposed_at": at(5),
+            "first_arm": "control",
+            "environment_key": "eu",
+            "last_exposed_at": at(20),
+            "exposure_count": 3,
+            "arm_count": 2,
+            "is_multi_arm": True,
+        },
+        {
+            "environment_id": 10,
+            "identity": "u2",
+            "feature_id": 1,
+            "feature_name": "checkout",
+            "user_id": "u2",
+            "first_exposed_at": at(40),
+            "first_arm": "variant_b",
+            "environment_key": "production",
+            "last_exposed_at": at(40),
+            "exposure_count": 1,
+            "arm_count": 1,
+            "is_multi_arm": False,
+        },
+    ]
+
+
+def test_identity_map_and_trait_columns() -> None:
+    options = AnalystOptions(
+        identity_map=(("u1", "42"), ("u1", "17"), ("u2", "7")),
+        trait_columns=(("plan", "trait_plan"), ("Country Code", "country")),
+    )
+    marts = build_marts(
+        [
+            raw(0, body("u1", flags=[mv("a")], traits=[trait("plan", "free")])),
+            raw(10, body("u1", flags=[mv("a")], traits=[trait("plan", "pro")])),
+            raw(20, body("u3", flags=[mv("b")], traits=[trait("Country Code", "NZ")])),
+        ],
+        options,
+    )
+    exposures = marts["flagsmith__experiment_exposures"]
+    assert pick(exposures, "identity", "user_id", "trait_plan", "country") == [
+        ("u1", "17", "free", None),  # the smallest key; the plan as of the first exposure
+        ("u3", "u3", None, "NZ"),
+    ]
+    identities = marts["flagsmith__identities"]
+    assert pick(identities, "identity", "trait_plan", "country") == [
+        ("u1", "pro", None),
+        ("u3", None, "NZ"),
+    ]
+    assert {row["user_id"] for row in marts["flagsmith__experiment_assignments"]} == {"17", "u3"}
+
+
+def split_stream(counts: dict[str, int], allocations: dict[str, float | None]) -> list:
+    """One identity per unit in each arm of 'checkout', with the arm's reported allocation."""
+    rows, minute = [], 0
+    for arm, count in counts.items():
+        for n in range(count):
+            share = allocations.get(arm)
+            options = {} if share is None else {"allocation": share}
+            rows.append(raw(minute, body(f"{arm}_{n}", flags=[mv(arm, **options)])))
+            minute += 1
+    return rows
+
+
+def test_sample_ratio_mismatch_against_the_reported_split() -> None:
+    """The control reports no allocation: it gets 100 less the others' sum."""
+    from scipy.stats import chi2
+
+    (row,) = mart(
+        "experiments", *split_stream({"control": 60, "b": 40, "c": 20}, {"b": 30.0, "c": 20.0})
+    )
+    expected = {"control": 60.0, "b": 36.0, "c": 24.0}  # n = 120: 50% / 30% / 20%
+    observed = {"control": 60, "b": 40, "c": 20}
+    statistic = sum((observed[a] - expected[a]) ** 2 / expected[a] for a in expected)
+    assert row["identities_exposed"] == 120
+    assert row["arm_count"] == 3
+    assert row["srm_chi_square"] == pytest.approx(statistic)
+    assert row["srm_degrees_of_freedom"] == 2
+    assert row["srm_p_value"] == pytest.approx(chi2.sf(statistic, 2))
+
+
+@pytest.mark.parametrize(
+    ("counts", "allocations"),
+    [
+        ({"a": 60, "b": 60}, {}),  # two arms without a share
+        ({"a": 60, "b": 60}, {"a": 50.0, "b": 40.0}),  # shares that do not sum to 100
+        ({"a": 40, "b": 40}, {"b": 50.0}),  # n < 100
+        ({"a": 98, "b": 2}, {"b": 2.0}),  # an expected count below 5
+        ({"a": 120}, {}),  # one arm
+        ({"a": 60, "b": 60}, {"b": 100.0}),  # the control's share is 0
+    ],
+)
+def test_sample_ratio_is_null_when_it_cannot_be_judged(counts, allocations) -> None:
+    (row,) = mart("experiments", *split_stream(counts, allocations))
+    assert (row["srm_chi_square"], row["srm_degrees_of_freedom"], row["srm_p_value"]) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_the_latest_reported_allocation_of_an_arm_counts() -> None:
+    rows = split_stream({"a": 50, "b": 50}, {"b": 10.0})
+    rows.append(raw(500, body("b_0", flags=[mv("b", allocation=50.0)])))
+    (row,) = mart("experiments", *rows)
+    assert row["srm_chi_square"] == pytest.approx(0.0)
 
 
 # --- first exposures ----------------------------------------------------------------------------
@@ -795,10 +958,6 @@ def test_keys_are_unique_over_a_simulated_stream() -> None:
         (f"d{i:05d}", d.at, d.environment_key, d.body) for i, d in enumerate(deliveries)
     )
     for model, rows in marts.items():
-        if model == "flagsmith__experiment_assignments":
-            continue  # no key of its own: one row per exposure period
+        assert rows, model
         keys = [tuple(row[c] for c in KEYS[model]) for row in rows]
         assert len(keys) == len(set(keys)), model
-    assert len(marts["flagsmith__experiment_assignments"]) == len(
-        marts["flagsmith__flag_exposure_periods"]
-    )

@@ -31,7 +31,10 @@ from .test_end_to_end import (
     running_receiver,
     wait_sealed,
 )
-from .test_incremental import assert_incremental_builds_equal_a_full_refresh_and_the_oracle
+from .test_incremental import (
+    OPTIONS,
+    assert_incremental_builds_equal_a_full_refresh_and_the_oracle,
+)
 from .warehouse import Posted, connect, dbt, deliveries, land, simulated, warehouse_settings
 
 
@@ -186,7 +189,7 @@ def test_incremental_builds_on_postgres_equal_a_full_refresh_and_the_oracle(
     tmp_path, postgres_database
 ):
     assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
-        tmp_path, seed=8, warehouse="postgres", size=300
+        tmp_path, seed=8, warehouse="postgres", size=300, options=OPTIONS
     )
 
 

@@ -132,3 +132,21 @@ def landed_delivery_ids(settings: Settings) -> list[str]:
     with connect(settings) as connection:
         rows = connection.execute("select delivery_id from flagsmith_raw.identity_webhooks")
         return [row[0] for row in rows.fetchall()]
+
+
+def create_identity_map(settings: Settings, pairs: Iterable[tuple[str, str]]) -> None:
+    """analytics.user_map(identity, user_id) in the warehouse, as a host project's own table."""
+    statements = [
+        "create schema if not exists analytics",
+        "drop table if exists analytics.user_map",
+        "create table analytics.user_map (identity varchar, user_id varchar)",
+    ]
+    if settings.warehouse == "postgres":
+        connection = PostgresConnection()
+    else:
+        connection = duckdb.connect(str(settings.duckdb_path))
+    with connection:
+        for statement in statements:
+            connection.execute(statement)
+        for identity, user_id in pairs:
+            connection.execute("insert into analytics.user_map values (?, ?)", [identity, user_id])
