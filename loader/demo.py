@@ -174,9 +174,43 @@ def print_report(duckdb_path: Path) -> None:
         switched = connection.execute(
             "select count(*) from flagsmith.flagsmith__first_exposures where is_multi_variant"
         ).fetchone()[0]
+        experiments = connection.execute(EXPERIMENTS_SQL).fetchall()
     print("\nRows: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
     print(f"Identity-feature pairs that saw more than one variant: {switched}\n")
-    headers = ("feature", "variant", "identities", "evaluations", "identities_now")
+    print_table(("feature", "variant", "identities", "evaluations", "identities_now"), rows)
+    print("\nExperiments (flagsmith__experiments, arms from flagsmith__experiment_exposures):")
+    print_table(
+        (
+            "environment",
+            "experiment",
+            "identities by first arm",
+            "multi-arm",
+            "SRM p-value",
+        ),
+        experiments,
+    )
+
+
+EXPERIMENTS_SQL = """
+with arms as (
+    select environment_id, feature_id, first_arm, count(*) as identities
+    from flagsmith.flagsmith__experiment_exposures
+    group by all
+)
+select
+    experiments.environment_id,
+    experiments.feature_name,
+    string_agg(arms.first_arm || ' ' || arms.identities, ', ' order by arms.first_arm),
+    experiments.multi_arm_identities,
+    coalesce(printf('%.3g', experiments.srm_p_value), 'n/a (too few, or no split reported)')
+from flagsmith.flagsmith__experiments as experiments
+inner join arms using (environment_id, feature_id)
+group by all
+order by experiments.environment_id, experiments.feature_name
+"""
+
+
+def print_table(headers: tuple[str, ...], rows: list[tuple]) -> None:
     table = [headers, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for index, row in enumerate(table):

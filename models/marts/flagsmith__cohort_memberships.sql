@@ -52,10 +52,16 @@ segment_periods_of_identities as (
     {% endif %}
 ),
 
-variant_runs_started as (
+variant_runs_bounded as (
+    -- one pass over each feature's periods in order: a period starts a variant run when the one
+    -- before it has another variant, and ends one when the one after it does
     select
         *,
-        variant is distinct from lag(variant) over period_order as is_run_start
+        variant is distinct from lag(variant) over period_order as is_run_start,
+        variant is distinct from lead(variant) over period_order as is_run_end,
+        max(transform_batch_at) over (
+            period_order rows between unbounded preceding and unbounded following
+        ) as newest_batch
     from periods_of_identities
     window period_order as (
         partition by environment_id, identity, feature_id
@@ -63,45 +69,29 @@ variant_runs_started as (
     )
 ),
 
-variant_runs_numbered as (
-    select
-        *,
-        sum(case when is_run_start then 1 else 0 end) over (
-            partition by environment_id, identity, feature_id
-            order by valid_from
-            rows between unbounded preceding and current row
-        ) as run_number
-    from variant_runs_started
-),
-
-variant_runs_named as (
-    select
-        *,
-        first_value(feature_name) over (
-            partition by environment_id, identity, feature_id, run_number
-            order by valid_from desc
-        ) as latest_feature_name
-    from variant_runs_numbered
-),
-
-variant_runs_aggregated as (
+variant_runs_closed as (
+    -- a run's first period, with the name at its last period (itself, or the next boundary)
+    -- and the start of the next run
     select
         environment_id,
         identity,
-        feature_id,
-        run_number,
-        latest_feature_name,
+        is_run_start,
+        case
+            when is_run_end then feature_name else lead(feature_name) over boundary_order
+        end as latest_feature_name,
         variant,
-        min(valid_from) as entered_at,
-        max(transform_batch_at) as transform_batch_at
-    from variant_runs_named
-    group by
-        environment_id,
-        identity,
-        feature_id,
-        run_number,
-        latest_feature_name,
-        variant
+        valid_from as entered_at,
+        case
+            when is_run_end then lead(valid_from) over boundary_order
+            else lead(valid_from, 2) over boundary_order
+        end as exited_at,
+        newest_batch as transform_batch_at
+    from variant_runs_bounded
+    where is_run_start or is_run_end
+    window boundary_order as (
+        partition by environment_id, identity, feature_id
+        order by valid_from
+    )
 ),
 
 feature_variant_memberships as (
@@ -111,12 +101,10 @@ feature_variant_memberships as (
         'feature_variant' as cohort_type,
         latest_feature_name || '=' || variant as cohort_key,
         entered_at,
-        lead(entered_at) over (
-            partition by environment_id, identity, feature_id
-            order by run_number
-        ) as exited_at,
+        exited_at,
         transform_batch_at
-    from variant_runs_aggregated
+    from variant_runs_closed
+    where is_run_start
 ),
 
 segment_memberships as (

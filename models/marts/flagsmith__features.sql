@@ -9,32 +9,62 @@
 
 with
 
-new_evaluations as (
-    select * from {{ ref('flagsmith__flag_evaluations') }}
-    where {{ flagsmith_warehouse.new_input_condition() }}
-),
-
 first_exposures as (
     select * from {{ ref('flagsmith__first_exposures') }}
 ),
 
-candidates as (
-    -- per feature, the latest of the new evaluations
+new_evaluations_summarized as (
+    -- the big input is read twice (here and for the latest rows) rather than kept as a CTE:
+    -- a scan is cheap, holding millions of wide rows is not
     select
         environment_id,
         feature_id,
-        max(received_at) as latest_received_at,
-        {{ flagsmith_warehouse.value_at_latest('delivery_id', ['received_at', 'delivery_id']) }} as latest_delivery_id,
-        {{ flagsmith_warehouse.value_at_latest('feature_name', ['received_at', 'delivery_id']) }} as feature_name,
-        {{ flagsmith_warehouse.value_at_latest('feature_type', ['received_at', 'delivery_id']) }} as feature_type,
-        {{ flagsmith_warehouse.value_at_latest('feature_default_enabled', ['received_at', 'delivery_id']) }} as default_enabled,
-        {{ flagsmith_warehouse.value_at_latest('feature_initial_value', ['received_at', 'delivery_id']) }} as initial_value,
-        {{ flagsmith_warehouse.value_at_latest('feature_description', ['received_at', 'delivery_id']) }} as description,
-        {{ flagsmith_warehouse.value_at_latest('feature_created_date', ['received_at', 'delivery_id']) }} as created_date,
         min(received_at) as first_seen_at,
+        max(received_at) as latest_received_at,
         max(transform_batch_at) as transform_batch_at
-    from new_evaluations
+    from {{ ref('flagsmith__flag_evaluations') }}
+    where {{ flagsmith_warehouse.new_input_condition() }}
     group by environment_id, feature_id
+),
+
+latest_new_evaluations as (
+    -- the new evaluations at each feature's latest instant: usually one
+    select evaluations.*
+    from {{ ref('flagsmith__flag_evaluations') }} as evaluations
+    inner join new_evaluations_summarized as summarized
+        on
+            evaluations.environment_id = summarized.environment_id
+            and evaluations.feature_id = summarized.feature_id
+            and evaluations.received_at = summarized.latest_received_at
+    where {{ flagsmith_warehouse.new_input_condition('evaluations.transform_batch_at') }}
+),
+
+candidates as (
+    -- per feature, the latest of the new evaluations (by received_at, then delivery_id)
+    select
+        latest.environment_id,
+        latest.feature_id,
+        max(summarized.latest_received_at) as latest_received_at,
+        max(latest.delivery_id) as latest_delivery_id,
+        {% for column, source in [
+            ('feature_name', 'feature_name'),
+            ('feature_type', 'feature_type'),
+            ('default_enabled', 'feature_default_enabled'),
+            ('initial_value', 'feature_initial_value'),
+            ('description', 'feature_description'),
+            ('created_date', 'feature_created_date'),
+        ] -%}
+        {{ flagsmith_warehouse.value_at_latest('latest.' ~ source, ['latest.delivery_id']) }}
+            as {{ column }},
+        {% endfor -%}
+        min(summarized.first_seen_at) as first_seen_at,
+        max(summarized.transform_batch_at) as transform_batch_at
+    from latest_new_evaluations as latest
+    inner join new_evaluations_summarized as summarized
+        on
+            latest.environment_id = summarized.environment_id
+            and latest.feature_id = summarized.feature_id
+    group by latest.environment_id, latest.feature_id
     {% if is_incremental() %}
     union all
     select
@@ -52,7 +82,7 @@ candidates as (
         transform_batch_at
     from {{ this }}
     where (environment_id, feature_id) in (
-        select environment_id, feature_id from new_evaluations
+        select environment_id, feature_id from new_evaluations_summarized
     )
     {% endif %}
 ),
@@ -76,7 +106,7 @@ exposed_counted as (
         count(*) as identities_exposed
     from first_exposures
     where (environment_id, feature_id) in (
-        select environment_id, feature_id from new_evaluations
+        select environment_id, feature_id from new_evaluations_summarized
     )
     group by environment_id, feature_id
 ),

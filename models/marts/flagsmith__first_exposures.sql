@@ -5,7 +5,9 @@
 {#- Any evaluation is an exposure, including one served 'off'. Derived from the exposure periods,
     which already hold every evaluation of a pair in order: the first period's state is the first
     exposure, the latest period carries the latest name and evaluation, and the distinct variants
-    of the periods are the variants ever served. Incremental per pair whose periods changed. -#}
+    of the periods are the variants ever served. A pair's periods start at distinct times and
+    end at distinct times, so valid_from and last_evaluated_at alone order them. Incremental per
+    pair whose periods changed. -#}
 
 with
 
@@ -38,19 +40,17 @@ exposures_summarized as (
         environment_id,
         identity,
         feature_id,
-        {{ flagsmith_warehouse.value_at_latest(
-            'feature_name', ['last_evaluated_at', 'last_delivery_id']
-        ) }} as feature_name,
+        {{ flagsmith_warehouse.value_at_latest('feature_name', ['last_evaluated_at']) }}
+            as feature_name,
         min(valid_from) as first_exposed_at,
-        {{ flagsmith_warehouse.value_at_earliest('variant', ['valid_from', 'first_delivery_id']) }}
+        {{ flagsmith_warehouse.value_at_earliest('variant', ['valid_from']) }}
             as first_variant,
-        {{ flagsmith_warehouse.value_at_earliest('enabled', ['valid_from', 'first_delivery_id']) }}
+        {{ flagsmith_warehouse.value_at_earliest('enabled', ['valid_from']) }}
             as first_enabled,
-        {{ flagsmith_warehouse.value_at_earliest('value', ['valid_from', 'first_delivery_id']) }}
+        {{ flagsmith_warehouse.value_at_earliest('value', ['valid_from']) }}
             as first_value,
-        {{ flagsmith_warehouse.value_at_earliest(
-            'assignment_source', ['valid_from', 'first_delivery_id']
-        ) }} as first_assignment_source,
+        {{ flagsmith_warehouse.value_at_earliest('assignment_source', ['valid_from']) }}
+            as first_assignment_source,
         max(last_evaluated_at) as last_evaluated_at,
         count(distinct variant) as variant_count,
         max(transform_batch_at) as transform_batch_at

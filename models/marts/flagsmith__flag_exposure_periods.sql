@@ -17,7 +17,13 @@
     items of one instant. Consecutive items in the same state form one period, exactly as the
     evaluations they stand for would. Only a period that a late evaluation falls inside (or on
     its first or last instant) can be split; that period alone is opened up into its
-    evaluations. A full refresh is the same computation with no existing periods. -#}
+    evaluations. A full refresh is the same computation with no existing periods.
+
+    One sort of the items does the work: each item learns from its neighbours whether it starts
+    and whether it ends a run, and a running count of evaluations; only those boundary items go
+    on, and a second, small pass pairs each run's first item with its last. Instants shared by
+    several deliveries are found among the deliveries and grouped apart, so the common case needs
+    no grouping. A period's transform_batch_at is the newest of its pair's items. -#}
 
 {%- set state_columns = ['enabled', 'value', 'value_type', 'variant', 'assignment_source'] %}
 
@@ -106,22 +112,20 @@ evaluations_to_place as (
     {% endif %}
 ),
 
-evaluations_in_instants as (
-    -- evaluations of a pair with the same received_at are one instant: their true order is
-    -- unknown, so the last by delivery_id stands for the instant's state, and all of them count
-    select
-        *,
-        row_number() over (instant order by delivery_id desc) as rank_in_instant,
-        count(*) over instant as evaluations_at_instant,
-        min(delivery_id) over instant as first_delivery_at_instant,
-        first_value(environment_key) over (instant order by delivery_id)
-            as first_environment_key_at_instant,
-        max(transform_batch_at) over instant as last_batch_at_instant
-    from evaluations_to_place
-    window instant as (partition by environment_id, identity, feature_id, received_at)
+tied_instants as (
+    -- (identity, received_at) shared by two deliveries of an identity: rare, found among the
+    -- deliveries (not the evaluations), so the common path needs no grouping or extra sort
+    select identity, received_at
+    from {{ ref('stg_flagsmith__identity_webhooks') }}
+    {% if is_incremental() %}
+    where delivery_id in (select delivery_id from evaluations_to_place)
+    {% endif %}
+    group by identity, received_at
+    having count(*) > 1
 ),
 
-evaluation_items as (
+single_evaluation_items as (
+    -- an evaluation alone at its instant is an item of its own
     select
         environment_id,
         identity,
@@ -129,19 +133,45 @@ evaluation_items as (
         {% for column in state_columns %}{{ column }},
         {% endfor -%}
         received_at as starts_at,
-        first_delivery_at_instant as starts_with_delivery_id,
+        delivery_id as starts_with_delivery_id,
         received_at as ends_at,
         delivery_id as ends_with_delivery_id,
-        evaluations_at_instant as evaluation_count,
+        1 as evaluation_count,
         feature_name,
-        first_environment_key_at_instant as environment_key,
-        last_batch_at_instant as transform_batch_at
-    from evaluations_in_instants
-    where rank_in_instant = 1
+        environment_key,
+        transform_batch_at
+    from evaluations_to_place
+    where (identity, received_at) not in (select identity, received_at from tied_instants)
+),
+
+tied_evaluation_items as (
+    -- evaluations of a pair with the same received_at are one instant: their true order is
+    -- unknown, so the last by delivery_id stands for the instant's state, and all of them count
+    select
+        environment_id,
+        identity,
+        feature_id,
+        {% for column in state_columns -%}
+        {{ flagsmith_warehouse.value_at_latest(column, ['delivery_id']) }} as {{ column }},
+        {% endfor -%}
+        received_at as starts_at,
+        min(delivery_id) as starts_with_delivery_id,
+        received_at as ends_at,
+        max(delivery_id) as ends_with_delivery_id,
+        count(*) as evaluation_count,
+        {{ flagsmith_warehouse.value_at_latest('feature_name', ['delivery_id']) }} as feature_name,
+        {{ flagsmith_warehouse.value_at_earliest('environment_key', ['delivery_id']) }}
+            as environment_key,
+        max(transform_batch_at) as transform_batch_at
+    from evaluations_to_place
+    where (identity, received_at) in (select identity, received_at from tied_instants)
+    group by environment_id, identity, feature_id, received_at
 ),
 
 items as (
-    select * from evaluation_items
+    select * from single_evaluation_items
+    union all
+    select * from tied_evaluation_items
     {% if is_incremental() %}
     union all
     select
@@ -163,13 +193,25 @@ items as (
 ),
 
 items_compared as (
+    -- one pass over the pair's items in order: an item starts a run when the one before it is
+    -- in another state (or there is none), and ends one when the one after it is
     select
         *,
-        row_number() over item_order = 1
+        lag(starts_at) over item_order is null
         {% for column in state_columns -%}
         or {{ column }} is distinct from lag({{ column }}) over item_order
         {% endfor -%}
-            as is_run_start
+            as is_run_start,
+        lead(starts_at) over item_order is null
+        {% for column in state_columns -%}
+        or {{ column }} is distinct from lead({{ column }}) over item_order
+        {% endfor -%}
+            as is_run_end,
+        sum(evaluation_count) over (item_order rows between unbounded preceding and current row)
+            as evaluations_through,
+        max(transform_batch_at) over (
+            item_order rows between unbounded preceding and unbounded following
+        ) as newest_batch
     from items
     window item_order as (
         partition by environment_id, identity, feature_id
@@ -177,72 +219,47 @@ items_compared as (
     )
 ),
 
-runs_numbered as (
-    select
-        *,
-        sum(case when is_run_start then 1 else 0 end) over (
-            partition by environment_id, identity, feature_id
-            order by starts_at, starts_with_delivery_id
-            rows between unbounded preceding and current row
-        ) as run_number
-    from items_compared
+run_boundaries as (
+    select * from items_compared
+    where is_run_start or is_run_end
 ),
 
-runs_aggregated as (
-    -- the state columns are constant within a run; grouping by them keeps them (null-safely)
+runs_closed as (
+    -- a run's first item, with what its last item (itself, or the next boundary) says
     select
         environment_id,
         identity,
         feature_id,
-        run_number,
+        is_run_start,
+        starts_at as valid_from,
         {% for column in state_columns %}{{ column }},
         {% endfor -%}
-        min(starts_at) as valid_from,
-        {{ flagsmith_warehouse.value_at_earliest(
-            'starts_with_delivery_id', ['starts_at', 'starts_with_delivery_id']
-        ) }} as first_delivery_id,
-        max(ends_at) as last_evaluated_at,
-        {{ flagsmith_warehouse.value_at_latest(
-            'ends_with_delivery_id', ['ends_at', 'ends_with_delivery_id']
-        ) }} as last_delivery_id,
-        sum(evaluation_count) as evaluation_count,
-        {{ flagsmith_warehouse.value_at_latest(
-            'feature_name', ['ends_at', 'ends_with_delivery_id']
-        ) }} as feature_name,
-        {{ flagsmith_warehouse.value_at_earliest(
-            'environment_key', ['starts_at', 'starts_with_delivery_id']
-        ) }} as environment_key,
-        max(transform_batch_at) as transform_batch_at
-    from runs_numbered
-    group by
-        environment_id,
-        identity,
-        feature_id,
-        run_number,
-        {% for column in state_columns %}{{ column }}{{ ',' if not loop.last }}
-        {% endfor %}
-),
-
-periods_closed as (
-    select
-        environment_id,
-        identity,
-        feature_id,
-        valid_from,
-        feature_name,
-        {% for column in state_columns %}{{ column }},
-        {% endfor -%}
-        lead(valid_from) over (
-            partition by environment_id, identity, feature_id
-            order by run_number
-        ) as valid_to,
-        last_evaluated_at,
-        cast(evaluation_count as bigint) as evaluation_count,
+        case
+            when is_run_end then feature_name else lead(feature_name) over boundary_order
+        end as feature_name,
+        case
+            when is_run_end then lead(starts_at) over boundary_order
+            else lead(starts_at, 2) over boundary_order
+        end as valid_to,
+        case
+            when is_run_end then ends_at else lead(ends_at) over boundary_order
+        end as last_evaluated_at,
+        case
+            when is_run_end then evaluations_through
+            else lead(evaluations_through) over boundary_order
+        end - evaluations_through + evaluation_count as evaluation_count,
         environment_key,
-        first_delivery_id,
-        last_delivery_id,
-        transform_batch_at
-    from runs_aggregated
+        starts_with_delivery_id as first_delivery_id,
+        case
+            when is_run_end then ends_with_delivery_id
+            else lead(ends_with_delivery_id) over boundary_order
+        end as last_delivery_id,
+        newest_batch as transform_batch_at
+    from run_boundaries
+    window boundary_order as (
+        partition by environment_id, identity, feature_id
+        order by starts_at, starts_with_delivery_id
+    )
 ),
 
 currency_flagged as (
@@ -256,13 +273,14 @@ currency_flagged as (
         {% endfor -%}
         valid_to,
         last_evaluated_at,
-        evaluation_count,
+        cast(evaluation_count as bigint) as evaluation_count,
         valid_to is null as is_current,
         environment_key,
         first_delivery_id,
         last_delivery_id,
         transform_batch_at
-    from periods_closed
+    from runs_closed
+    where is_run_start
 )
 
 select * from currency_flagged
