@@ -187,12 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    serve.add_argument(
-        "--threads",
-        type=int,
-        default=8,
-        help="threads per worker for its disk flushes (default 8); requests run in greenlets",
-    )
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
     serve.add_argument(
         "--connections",
         type=int,

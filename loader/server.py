@@ -1,17 +1,17 @@
 """Running the receiver under gunicorn, configured in code so `serve` needs no config file.
 
 Defaults, chosen for a 2-core machine and measured with bench/receiver.py:
-- `loader.worker.ReceiverWorker`, gunicorn's gevent worker with deadlines on what clients send
-  (see that module): a connection costs a greenlet, not a thread, so slow, idle or half-open
-  connections cannot hold the capacity that valid deliveries need. The request path waits on
-  fsync, which runs in a small thread pool per process; requests of one process waiting at once
-  share a flush (group commit). 2 workers (one per core; a crash or a stalled disk in one leaves
-  the other answering), up to 1,000 connections each, 8 threads each for the flushes.
+- `loader.worker.ReceiverWorker`: gunicorn's `gthread` worker whose main thread reads each
+  request in full before a request thread takes it, with deadlines on headers and body (see that
+  module), so slow, idle or half-open connections hold no thread. The request path waits on
+  fsync, not on the CPU, and waiting requests of one process share flushes in the spool (group
+  commit), so threads raise throughput. 2 workers (one per core; a crash or a stalled disk in
+  one leaves the other answering), 8 threads each, up to 1,000 connections each. On bigger
+  machines: one worker per core, 8-16 threads.
 - `timeout` 30 s: a worker silent that long is restarted. Flagsmith itself waits 10 s.
 - `graceful_timeout` 20 s: on SIGTERM requests in flight finish and the open spool segment is
   sealed before the worker exits; SIGHUP reloads workers (and the secrets file) the same way.
-- `keepalive` 5 s: gunicorn keeps connections open between requests, and the worker closes one
-  whose next request's headers are not complete 5 s after the previous answer.
+- `keepalive` 5 s: an idle kept-alive connection is closed after that long.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def gunicorn_options(
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "loader.worker.ReceiverWorker",
-        # Per worker: the connections it holds at most (waiting ones give way to new ones, see
-        # loader/worker.py), and the threads that run its fsyncs.
+        # Per worker: request threads, and the connections it holds at most (waiting ones give
+        # way to new ones; see loader/worker.py).
         "worker_connections": connections,
         "threads": threads,
         "timeout": 30,

@@ -164,26 +164,6 @@ def new_delivery_id(now: datetime) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def _call(function, *args):
-    return function(*args)
-
-
-# How the writer's flushes run: in the calling thread, unless the process serves requests from an
-# event loop (the gevent worker), which hands them to its thread pool with `run_blocking_io_with`.
-_run_blocking = _call
-
-
-def run_blocking_io_with(runner) -> None:
-    """Make every flush of this process's spool writers `runner(function, *args)`.
-
-    An fdatasync takes a disk round trip; on an event loop it would stop every other connection of
-    the process for that long. Group commit is unchanged: the flushing caller holds the segment's
-    sync lock while it waits, and callers whose records a flush covered return without one.
-    """
-    global _run_blocking
-    _run_blocking = runner
-
-
 def ensure_layout(spool_dir: Path) -> None:
     for name in (OPEN, READY, CLAIMED, CORRUPT):
         (spool_dir / name).mkdir(parents=True, exist_ok=True)
@@ -192,7 +172,7 @@ def ensure_layout(spool_dir: Path) -> None:
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _run_blocking(os.fsync, fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -412,7 +392,7 @@ def _flush(segment: _Segment) -> None:
     """
     covered = segment.written
     try:
-        _run_blocking(os.fdatasync, segment.fd)
+        os.fdatasync(segment.fd)
     except OSError:
         segment.broken = True
         raise
@@ -431,7 +411,7 @@ def is_writable(spool_dir: Path) -> bool:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, b"ok")
-            _run_blocking(os.fdatasync, fd)
+            os.fdatasync(fd)
         finally:
             os.close(fd)
             probe.unlink()
