@@ -55,8 +55,8 @@ STORE_FAILURES = Counter(
 CONNECTIONS_CLOSED = Counter(
     "flagsmith_receiver_connections_closed",
     "Connections the receiver closed without an answer, by reason: header_timeout (headers not"
-    " complete in time, idle keep-alive included), body_timeout (body slower than the minimum"
-    " rate), shed (a waiting connection closed to make room for a new one).",
+    " complete in time), body_timeout (body slower than the minimum rate), shed (a waiting"
+    " connection closed to make room for a new one). Idle keep-alive timeouts are not counted.",
     ["reason"],
     registry=_registry,
 )

@@ -26,7 +26,7 @@ from loader.config import Settings
 from loader.demo import free_port, start_receiver, stop, wait_ready
 from loader.spool import iter_all_deliveries
 
-from .conftest import REPO
+from .conftest import REPO, sign
 from .slow_clients import SlowClients, post_deliveries
 from .warehouse import landed_delivery_ids
 
@@ -152,6 +152,48 @@ def test_a_body_sent_too_slowly_is_cut_off_and_not_stored(tmp_path):
         stop(process)
         log.close()
     assert list(iter_all_deliveries(tmp_path / "spool")) == []
+
+
+def _signed_request(body: bytes, *, close: bool) -> bytes:
+    return (
+        b"POST /webhooks/flagsmith HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"X-Flagsmith-Signature: %s\r\n" % sign(body, SECRET).encode()
+        + (b"Connection: close\r\n" if close else b"")
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_pipelined_requests_and_oversized_headers(tmp_path):
+    """Requests sent back to back in one write are each answered; a header block past 64 KiB
+    is refused with 431 instead of being waited on."""
+    process, port, log = _receiver(tmp_path)
+    first = b'{"identity": "a", "flags": [], "traits": [], "segments": []}'
+    second = b'{"identity": "b", "flags": [], "traits": [], "segments": []}'
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(
+                _signed_request(first, close=False) + _signed_request(second, close=True)
+            )
+            answer = _read_all(connection)
+        assert answer.count(b"HTTP/1.1 202") == 2, answer
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"POST /webhooks/flagsmith HTTP/1.1\r\n")
+            connection.sendall(b"X-Padding: %s\r\n" % (b"p" * 8000) * 9)  # no blank line
+            answer = _read_all(connection)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer
+    finally:
+        stop(process)
+        log.close()
+    stored = sorted(d.body for d in iter_all_deliveries(tmp_path / "spool"))
+    assert stored == [first, second]
 
 
 def _nginx() -> str | None:
