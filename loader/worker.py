@@ -22,14 +22,16 @@ is complete, headers and body. So:
   a chunked one is read to one byte past the limit, so the application can tell.
 
 A request thread then reads only buffered bytes; any read the buffer does not cover (a malformed
-request the parser reads past) is bounded by `THREAD_READ_TIMEOUT`. Requests of one process still
-wait on the same spool flushes in their threads (group commit), as with gthread.
+request the parser reads past) ends `THREAD_READ_TIMEOUT` after the thread took the request.
+Requests of one process still wait on the same spool flushes in their threads (group commit), as
+with gthread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import select
 import selectors
 import socket
 import time
@@ -155,6 +157,8 @@ class ReceiverWorker(ThreadWorker):
         request = self.reading[conn]
         buffer = request.buffer
         if request.head_end is None:
+            if buffer[:1] in (b"\r", b"\n"):  # blank lines before a request are ignored
+                del buffer[: len(buffer) - len(buffer.lstrip(b"\r\n"))]
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > MAX_HEADER_BYTES:
@@ -251,11 +255,15 @@ class ReceiverWorker(ThreadWorker):
             conn.init()
         except OSError:
             return False
-        conn.parser.unreader.unread(received)
+        unreader = conn.parser.unreader
+        if not isinstance(unreader.sock, _BoundedReads):
+            unreader.sock = _BoundedReads(unreader.sock)
+        unreader.sock.deadline = time.monotonic() + THREAD_READ_TIMEOUT
+        unreader.unread(received)
         return super().handle(conn)
 
     def handle_request(self, req, conn):
-        conn.sock.settimeout(THREAD_READ_TIMEOUT)
+        conn.sock.settimeout(THREAD_READ_TIMEOUT)  # bounds the answer's writes
         if conn.over_limit:
             req.force_close()  # the rest of an oversized chunked body is never read
         return super().handle_request(req, conn)
@@ -303,6 +311,29 @@ class ReceiverWorker(ThreadWorker):
             from .metrics import CONNECTIONS_CLOSED
 
             CONNECTIONS_CLOSED.labels(reason).inc()
+
+
+class _BoundedReads:
+    """The socket as a request thread's parser sees it: reads end at a deadline.
+
+    The buffered request normally holds every byte the parser and the application read; a read
+    past it (a request the parser frames differently, say) gets at most what is left of
+    `THREAD_READ_TIMEOUT` for this request, then reads as the end of the stream, which gunicorn
+    treats as a client that went away.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline = 0.0
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self._sock], [], [], remaining)[0]:
+            return b""
+        return self._sock.recv(size)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
 
 
 def _framing(head: bytearray) -> tuple[int | None, bool, bool]:

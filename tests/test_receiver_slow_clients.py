@@ -196,6 +196,31 @@ def test_pipelined_requests_and_oversized_headers(tmp_path):
     assert stored == [first, second]
 
 
+def test_a_request_thread_only_ever_gets_complete_requests(tmp_path):
+    """One worker with one thread: clients stalled at every point of a request hold no thread."""
+    process, port, log = _receiver(tmp_path, ["--workers", "1", "--threads", "1"])
+    stalled = [
+        b"\r\n\r\nPOST /webhooks/flagsmith HTTP/1.1\r\n",  # blank lines, then half a head
+        b"POST /webhooks/flagsmith HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",  # half a body
+        b"POST /webhooks/flagsmith HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{",
+        b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n",  # then idle, kept alive
+    ]
+    connections = []
+    try:
+        for start in stalled:
+            connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+            connection.sendall(start)
+            connections.append(connection)
+        time.sleep(0.5)
+        answers = post_deliveries(port, SECRET, 3, interval=0.1, timeout=ANSWER_WITHIN)
+        assert [answer.status for answer in answers] == [202] * 3
+    finally:
+        for connection in connections:
+            connection.close()
+        stop(process)
+        log.close()
+
+
 def _nginx() -> str | None:
     return shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
