@@ -142,6 +142,8 @@ def test_a_body_sent_too_slowly_is_cut_off_and_not_stored(tmp_path):
                     answer = connection.recv(65536)
                 except TimeoutError:
                     continue
+                except ConnectionResetError:  # closed with bytes of ours still unread
+                    answer = b""
                 break
             lived = time.monotonic() - started
         assert not answer, answer  # closed without an answer: no status at all
