@@ -3,16 +3,17 @@
     .venv/bin/python bench/receiver.py [--seconds 5] [--pairs 10] [--connections 16]
         [--workers 2] [--threads 8]
 
-Two servers with identical gunicorn settings (gthread, by default 2 workers x 8 threads, `serve`'s
-defaults) run side by side for the whole bench: the real receiver (HMAC verification,
-classification, spool append with fsync before the 202) and a bare Flask endpoint that reads the
-body and stores nothing. wrk (Debian package `wrk`) drives one at a time with the same signed
-~4.4 KB Flagsmith body, in pairs of short runs whose order alternates (bare first, then receiver
-first), so a drift in the machine's speed lands on both sides of a pair. The throughput ratio is
-taken per pair, then the median. Reports medians of requests per second and p50/p99 latency, the
-ratio (target >= 0.6), the receiver's p99 (target <= 50 ms at 16 connections), and checks that
-every 2xx is durable: after a graceful stop, the spool holds at least as many deliveries as wrk
-counted 2xx answers, warm-up included.
+Three servers run side by side for the whole bench: the real receiver as `serve` runs it (HMAC
+verification, classification, spool append with fsync before the 202), and a bare Flask endpoint
+that reads the body and stores nothing, twice: under the same gunicorn settings as the receiver
+(`serve`'s worker class, 2 workers by default) and under plain gunicorn `gthread` as `serve` ran
+it before (2 workers x 8 threads, as many connections per worker as threads). wrk (Debian package
+`wrk`) drives one at a time with the same signed ~4.4 KB Flagsmith body, in rounds of short runs
+whose order rotates, so a drift in the machine's speed lands on every side of a round. Each
+throughput ratio (receiver over one bare endpoint) is taken per round, then the median. Reports
+medians of requests per second and p50/p99 latency, the ratios (target >= 0.6), the receiver's
+p99 (target <= 50 ms at 16 connections), and checks that every 2xx is durable: after a graceful
+stop, the spool holds at least as many deliveries as wrk counted 2xx answers, warm-up included.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loader.demo import free_port, start_receiver, stop, wait_ready  # noqa: E402
+from loader.demo import free_port, stop, wait_ready  # noqa: E402
 from loader.server import DEFAULT_THREADS, DEFAULT_WORKERS  # noqa: E402
 from loader.simulate import generate  # noqa: E402
 from loader.spool import iter_all_deliveries  # noqa: E402
@@ -60,6 +61,7 @@ BARE_APP = textwrap.dedent(
     class Bare(BaseApplication):
         def load_config(self):
             options = gunicorn_options("127.0.0.1", {port}, {workers}, {threads})
+            options.update({overrides!r})
             for key, value in options.items():
                 if key not in ("worker_exit", "child_exit"):
                     self.cfg.set(key, value)
@@ -105,11 +107,23 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
     }
 
 
-def start_bare(workdir: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+# The bare endpoints: under `serve`'s own settings, and under gunicorn gthread as `serve` ran it
+# before the gevent worker (threads per worker, no more connections per worker than threads).
+BARE_SIDES = {"bare": {}, "bare-gthread": {"worker_class": "gthread", "worker_connections": None}}
+
+
+def start_bare(
+    workdir: Path, name: str, workers: int, threads: int
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    app_file = workdir / "bare_app.py"
+    overrides = dict(BARE_SIDES[name])
+    if "worker_connections" in overrides:
+        overrides["worker_connections"] = threads
+    app_file = workdir / f"{name}_app.py"
     app_file.write_text(
-        BARE_APP.format(repo=str(REPO), port=port, workers=workers, threads=threads)
+        BARE_APP.format(
+            repo=str(REPO), port=port, workers=workers, threads=threads, overrides=overrides
+        )
     )
     process = subprocess.Popen(
         [sys.executable, str(app_file)],
@@ -120,21 +134,41 @@ def start_bare(workdir: Path, workers: int, threads: int) -> tuple[subprocess.Po
     return process, f"http://127.0.0.1:{port}"
 
 
-def start_real(workdir: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
-    spool = workdir / "spool"  # workdir is new: the spool starts empty
+def start_real(
+    workdir: Path, workers: int, threads: int, tree: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`serve` from this tree, or from `tree` (another version of the project, e.g. unpacked by
+    `git archive`), each with a spool of its own."""
+    spool = workdir / ("spool" if tree is None else "spool-compared")
     env = dict(os.environ, FLAGSMITH_WEBHOOK_SECRET=SECRET, FLAGSMITH_SPOOL_DIR=str(spool))
     port = free_port()
-    process = start_receiver(env, port, ["--workers", str(workers), "--threads", str(threads)])
+    options = ["--workers", str(workers), "--threads", str(threads)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loader.cli", "serve", "--port", str(port), *options],
+        cwd=tree or REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--pairs", type=int, default=10, help="pairs of runs (bare, receiver)")
+    parser.add_argument(
+        "--pairs", type=int, default=10, help="rounds (one run of each server each)"
+    )
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="both servers")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="both servers")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="every server")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="every server")
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        help="also run `serve` from this directory (another version, e.g. `git archive` of"
+        " main unpacked), as side receiver-compared",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -150,32 +184,47 @@ def main() -> int:
     script.write_text(
         WRK_SCRIPT.format(signature=sign(body, SECRET.encode()), body_path=str(body_path))
     )
+    receivers = ("receiver", "receiver-compared") if args.compare_tree else ("receiver",)
+    sides = (*BARE_SIDES, *receivers)
     servers = {}
     try:
-        servers["bare"] = start_bare(workdir, args.workers, args.threads)
+        for name in BARE_SIDES:
+            servers[name] = start_bare(workdir, name, args.workers, args.threads)
         servers["receiver"] = start_real(workdir, args.workers, args.threads)
+        if args.compare_tree:
+            servers["receiver-compared"] = start_real(
+                workdir, args.workers, args.threads, args.compare_tree.resolve()
+            )
         for process, url in servers.values():
             wait_ready(url, process)
         acknowledged = 0
-        for side in ("bare", "receiver"):  # warm-up: imports, first segment, page cache
+        for side in sides:  # warm-up: imports, first segment, page cache
             warm = run_wrk(f"{servers[side][1]}/webhooks/flagsmith", script, 2, args.connections)
             if side == "receiver":
                 acknowledged += warm["requests"] - warm["non_2xx"]
         rounds = []
         for number in range(args.pairs):
-            order = ("bare", "receiver") if number % 2 == 0 else ("receiver", "bare")
-            pair = {}
+            shift = number % len(sides)
+            order = sides[shift:] + sides[:shift]
+            result = {}
             for side in order:
                 url = f"{servers[side][1]}/webhooks/flagsmith"
-                pair[side] = run_wrk(url, script, args.seconds, args.connections)
-            real = pair["receiver"]
+                result[side] = run_wrk(url, script, args.seconds, args.connections)
+            real = result["receiver"]
             acknowledged += real["requests"] - real["non_2xx"]
-            rounds.append(pair)
-            bare = pair["bare"]
+            rounds.append(result)
             print(
-                f"pair {number + 1} ({order[0]} first): bare {bare['rps']:.0f} req/s | receiver "
-                f"{real['rps']:.0f} req/s p50 {real['p50_ms']:.1f} ms p99 {real['p99_ms']:.1f} ms,"
-                f" {real['non_2xx']} non-2xx | ratio {real['rps'] / bare['rps']:.2f}",
+                f"round {number + 1} ({order[0]} first): "
+                + " | ".join(f"{side} {result[side]['rps']:.0f} req/s" for side in BARE_SIDES)
+                + "".join(
+                    f" | {side} {result[side]['rps']:.0f} req/s p99"
+                    f" {result[side]['p99_ms']:.1f} ms, {result[side]['non_2xx']} non-2xx,"
+                    " ratios "
+                    + ", ".join(
+                        f"{result[side]['rps'] / result[bare]['rps']:.2f}" for bare in BARE_SIDES
+                    )
+                    for side in receivers
+                ),
                 flush=True,
             )
     finally:
@@ -187,24 +236,33 @@ def main() -> int:
     def median(side: str, key: str) -> float:
         return statistics.median(r[side][key] for r in rounds)
 
-    ratios = [r["receiver"]["rps"] / r["bare"]["rps"] for r in rounds]
-    ratio = statistics.median(ratios)
+    ratios = {
+        (real, bare): [r[real]["rps"] / r[bare]["rps"] for r in rounds]
+        for real in receivers
+        for bare in BARE_SIDES
+    }
+    ratio = statistics.median(ratios["receiver", "bare"])
     p99 = median("receiver", "p99_ms")
     summary = {
         "body_bytes": len(body),
         "connections": args.connections,
         "seconds": args.seconds,
-        "pairs": args.pairs,
+        "rounds_run": args.pairs,
         "workers": args.workers,
         "threads": args.threads,
-        "bare_rps_median": median("bare", "rps"),
-        "bare_p50_ms_median": median("bare", "p50_ms"),
-        "bare_p99_ms_median": median("bare", "p99_ms"),
-        "receiver_rps_median": median("receiver", "rps"),
-        "receiver_p50_ms_median": median("receiver", "p50_ms"),
-        "receiver_p99_ms_median": p99,
+        **{
+            f"{side.replace('-', '_')}_{key}_median": median(side, key)
+            for side in sides
+            for key in ("rps", "p50_ms", "p99_ms")
+        },
         "throughput_ratio_median": ratio,
-        "throughput_ratio_range": [min(ratios), max(ratios)],
+        "throughput_ratios": {
+            f"{real}/{bare}": {
+                "median": statistics.median(values),
+                "range": [min(values), max(values)],
+            }
+            for (real, bare), values in ratios.items()
+        },
         "acknowledged": acknowledged,
         "stored": stored,
         "every_2xx_durable": durable,
@@ -212,20 +270,21 @@ def main() -> int:
     }
     print()
     print(
-        f"body {len(body)} bytes, {args.connections} connections, {args.pairs} pairs of"
-        f" {args.seconds}s runs,"
-        f" gunicorn gthread {args.workers} workers x {args.threads} threads"
+        f"body {len(body)} bytes, {args.connections} connections, {args.pairs} rounds of"
+        f" {args.seconds}s runs, {args.workers} workers, {args.threads} threads"
     )
-    print(f"{'':10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
-    for side in ("bare", "receiver"):
+    print(f"{'':14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
+    for side in sides:
         print(
-            f"{side:10}{median(side, 'rps'):>10.0f}{median(side, 'p50_ms'):>10.1f}"
+            f"{side:14}{median(side, 'rps'):>10.0f}{median(side, 'p50_ms'):>10.1f}"
             f"{median(side, 'p99_ms'):>10.1f}"
         )
-    print(
-        f"throughput ratio receiver/bare: {ratio:.2f}, pairs {min(ratios):.2f} to "
-        f"{max(ratios):.2f}  (target >= 0.60: {'PASS' if ratio >= 0.6 else 'MISS'})"
-    )
+    for (real, bare), values in ratios.items():
+        value = statistics.median(values)
+        print(
+            f"throughput ratio {real}/{bare}: {value:.2f}, rounds {min(values):.2f} to"
+            f" {max(values):.2f}  (target >= 0.60: {'PASS' if value >= 0.6 else 'MISS'})"
+        )
     print(f"receiver p99: {p99:.1f} ms  (target <= 50: {'PASS' if p99 <= 50 else 'MISS'})")
     print(
         f"every 2xx durable: {'PASS' if durable else 'FAIL'} ({acknowledged} answered 2xx,"

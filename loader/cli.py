@@ -68,7 +68,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    serve(lambda: _settings(args), args.host, args.port, args.workers, args.threads)
+    serve(
+        lambda: _settings(args),
+        args.host,
+        args.port,
+        args.workers,
+        args.threads,
+        args.connections,
+    )
     return 0
 
 
@@ -181,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     serve.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+    serve.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help="connections per worker at most (default 1000); waiting ones give way to new ones",
+    )
     serve.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
     serve.add_argument(
         "--allow-unsigned",

@@ -52,6 +52,14 @@ STORE_FAILURES = Counter(
     "Authentic deliveries that could not be made durable (answered 503; Flagsmith retries).",
     registry=_registry,
 )
+CONNECTIONS_CLOSED = Counter(
+    "flagsmith_receiver_connections_closed",
+    "Connections the receiver closed without an answer, by reason: header_timeout (headers not"
+    " complete in time), body_timeout (body slower than the minimum rate), shed (a waiting"
+    " connection closed to make room for a new one). Idle keep-alive timeouts are not counted.",
+    ["reason"],
+    registry=_registry,
+)
 LATENCY = Histogram(
     "flagsmith_webhook_request_seconds",
     "Time from the request reaching the app to its answer, for webhook posts.",
@@ -103,7 +111,14 @@ def render(spool_dir: Path, unsigned: bool) -> tuple[bytes, str]:
     if MULTIPROCESS:
         multiprocess.MultiProcessCollector(registry)
     else:
-        for collector in (ACCEPTED, QUARANTINED, REFUSED, STORE_FAILURES, LATENCY):
+        for collector in (
+            ACCEPTED,
+            QUARANTINED,
+            REFUSED,
+            STORE_FAILURES,
+            CONNECTIONS_CLOSED,
+            LATENCY,
+        ):
             registry.register(collector)
     registry.register(_StateCollector(spool_dir, unsigned))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,16 +1,17 @@
 """Running the receiver under gunicorn, configured in code so `serve` needs no config file.
 
 Defaults, chosen for a 2-core machine and measured with bench/receiver.py:
-- `gthread` workers: the request path waits on fsync, and waiting requests of one process share
-  flushes in the spool (group commit), so concurrent threads per process mean more deliveries
-  per fsync. 2 workers (one per core; a crash or a stalled disk in one leaves the other
-  answering), 8 threads each. On bigger machines: one worker per core, 8-16 threads.
+- `loader.worker.ReceiverWorker`: gunicorn's `gthread` worker whose main thread reads each
+  request in full before a request thread takes it, with deadlines on headers and body (see that
+  module), so slow, idle or half-open connections hold no thread. The request path waits on
+  fsync, not on the CPU, and waiting requests of one process share flushes in the spool (group
+  commit), so threads raise throughput. 2 workers (one per core; a crash or a stalled disk in
+  one leaves the other answering), 8 threads each, up to 1,000 connections each. On bigger
+  machines: one worker per core, 8-16 threads.
 - `timeout` 30 s: a worker silent that long is restarted. Flagsmith itself waits 10 s.
 - `graceful_timeout` 20 s: on SIGTERM requests in flight finish and the open spool segment is
   sealed before the worker exits; SIGHUP reloads workers (and the secrets file) the same way.
-- `keepalive` 5 s, and at most `threads` connections per worker, so a burst of connections is
-  spread over the workers instead of queueing behind one (bench/receiver.py measured it). A proxy
-  in front should keep no more idle upstream connections than workers x threads.
+- `keepalive` 5 s: an idle kept-alive connection is closed after that long.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .config import ConfigError, Settings
 
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
+DEFAULT_CONNECTIONS = 1000
 
 
 def _worker_exit(server, worker) -> None:
@@ -80,18 +82,20 @@ class ReceiverApplication(BaseApplication):
 
 
 def gunicorn_options(
-    host: str, port: int, workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS
+    host: str,
+    port: int,
+    workers: int = DEFAULT_WORKERS,
+    threads: int = DEFAULT_THREADS,
+    connections: int = DEFAULT_CONNECTIONS,
 ) -> dict:
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
+        "worker_class": "loader.worker.ReceiverWorker",
+        # Per worker: request threads, and the connections it holds at most (waiting ones give
+        # way to new ones; see loader/worker.py).
+        "worker_connections": connections,
         "threads": threads,
-        "worker_class": "gthread",
-        # A worker takes no more connections than it has threads. Otherwise the first worker to
-        # wake accepts a whole burst of connections and serves them alone while the other idles
-        # (measured: 1,800 req/s instead of 3,200 on 2 cores). Connections beyond that wait in
-        # the listen backlog for whichever worker frees a thread first.
-        "worker_connections": threads,
         "timeout": 30,
         "graceful_timeout": 20,
         "keepalive": 5,
@@ -118,7 +122,12 @@ def _prepare_multiprocess_metrics() -> None:
 
 
 def serve(
-    settings_factory: Callable[[], Settings], host: str, port: int, workers: int, threads: int
+    settings_factory: Callable[[], Settings],
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    connections: int = DEFAULT_CONNECTIONS,
 ) -> None:
     # One JSON line per delivery on stderr, next to gunicorn's own log.
     handler = logging.StreamHandler(sys.stderr)
@@ -132,4 +141,5 @@ def serve(
     # stay: gunicorn's error log prints `%(process)d`.
     logging._srcfile = None
     _prepare_multiprocess_metrics()
-    ReceiverApplication(settings_factory, gunicorn_options(host, port, workers, threads)).run()
+    options = gunicorn_options(host, port, workers, threads, connections)
+    ReceiverApplication(settings_factory, options).run()
