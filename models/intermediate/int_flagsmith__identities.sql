@@ -18,7 +18,7 @@ identities_with_new_deliveries as (
     select distinct
         {{ flagsmith_warehouse.partition_key('environment_id') }} as environment_scope,
         identity
-    from webhooks
+    from {{ ref('stg_flagsmith__identity_webhooks') }}  -- not the CTE: it has another reader
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 

@@ -22,14 +22,16 @@ segment_periods as (
 
 identities_recomputed as (
     -- every identity with new deliveries (whose segment periods may all have ended, see
-    -- flagsmith_replace_partitions), and every identity whose periods were recomputed
+    -- flagsmith_replace_partitions), and every identity whose periods were recomputed; read
+    -- from the relations themselves, so the watermark prunes row groups and the warehouse keeps
+    -- no copy of a CTE with two readers
     select environment_id, identity from {{ ref('stg_flagsmith__identity_webhooks') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
     union
-    select environment_id, identity from exposure_periods
+    select environment_id, identity from {{ ref('flagsmith__flag_exposure_periods') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
     union
-    select environment_id, identity from segment_periods
+    select environment_id, identity from {{ ref('flagsmith__segment_membership_periods') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 

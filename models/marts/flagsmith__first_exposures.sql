@@ -17,8 +17,10 @@ all_periods as (
 
 {% if is_incremental() %}
 pairs_with_new_periods as (
+    -- from the relation itself, not the shared CTE, so the watermark prunes row groups and
+    -- the warehouse does not keep a copy of the CTE for its two readers
     select distinct environment_id, identity, feature_id
-    from all_periods
+    from {{ ref('flagsmith__flag_exposure_periods') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 {% endif %}
