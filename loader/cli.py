@@ -92,7 +92,7 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
         if cause is None:
             raise
         from .duckdb_destination import parse_size
-        from .pipeline import LOADER_DUCKDB_MEMORY
+        from .warehouses import LOADER_DUCKDB_MEMORY
 
         try:
             bigger = f"{max(1, -(-2 * parse_size(LOADER_DUCKDB_MEMORY) // 1_000_000))}MB"

@@ -20,7 +20,6 @@ not flatten it into child tables and skips its row-by-row normalizer (design.md 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import itertools
 import logging
@@ -36,16 +35,21 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .config import Settings, postgres_connection_parameters
-from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
+from .config import Settings
+from .locks import exclusive
 from .spool import Delivery, SpoolReader
+from .warehouses import (
+    DATASET,
+    IDENTITY_TABLE,
+    PIPELINE_NAME,
+    QUARANTINE_TABLE,
+    Warehouse,
+    for_settings,
+)
 
 log = logging.getLogger("flagsmith_warehouse.loader")
 
-PIPELINE_NAME = "flagsmith_warehouse"
-DATASET = "flagsmith_raw"
-IDENTITY_TABLE = "identity_webhooks"
-QUARANTINE_TABLE = "quarantined_webhooks"
+__all__ = ["DATASET", "IDENTITY_TABLE", "PIPELINE_NAME", "QUARANTINE_TABLE"]
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _COMMON_FIELDS = [
@@ -88,7 +92,6 @@ QUARANTINE_HINTS = {
 # at most PARQUET_ROW_GROUP_BYTES of text (or one row): memory follows these, not a body's size.
 BATCH_BYTES = 32 * 1024 * 1024
 PARQUET_ROW_GROUP_BYTES = 8 * 1024 * 1024
-LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
 @dataclass
@@ -151,86 +154,26 @@ def _configure_dlt() -> None:
     logging.getLogger("dlt").setLevel(logging.ERROR)
 
 
-def destination(settings: Settings, connection=None):
-    """dlt's destination for the configured warehouse; on DuckDB through `connection`."""
-    import dlt
-
-    if settings.warehouse == "duckdb":
-        if connection is None:
-            settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-            return dlt.destinations.duckdb(str(settings.duckdb_path))
-        from .duckdb_destination import destination as attached
-
-        return attached(connection)
-    if settings.warehouse == "postgres":
-        # Several loaders (one per node) load into one database at once. dlt's default staging
-        # dataset, `<dataset>_staging`, would be shared by all of them, and each truncates and
-        # fills it during its load: one node's staging schema each keeps their merges apart.
-        return dlt.destinations.postgres(
-            _postgres_credentials(),
-            staging_dataset_name_layout=f"%s_staging_{settings.node}",
-        )
-    raise ValueError(f"unknown warehouse {settings.warehouse!r}")
-
-
-def _postgres_credentials():
-    """The PG* variables as dlt credentials, resolved here: dlt would otherwise demand a password
-    even where the server needs none (trust or peer authentication, a .pgpass file)."""
-    from dlt.destinations.impl.postgres.configuration import PostgresCredentials
-
-    parameters = postgres_connection_parameters()
-    credentials = PostgresCredentials()
-    credentials.host = parameters["host"]
-    credentials.port = int(parameters["port"])
-    credentials.username = parameters["user"]
-    credentials.password = parameters["password"]
-    credentials.database = parameters["dbname"]
-    credentials.resolve()
-    return credentials
+def destination(settings: Settings):
+    """dlt's destination for the configured warehouse (see `loader.warehouses`)."""
+    return for_settings(settings).destination()
 
 
 def pipeline_name(settings: Settings) -> str:
-    """`flagsmith_warehouse` on DuckDB (one loader per file); one name per node on a server.
-
-    dlt keeps a pipeline's state in the destination keyed by this name, and two processes must
-    never run one pipeline: on Postgres each node's loader is its own pipeline.
-    """
-    if settings.warehouse == "duckdb":
-        return PIPELINE_NAME
-    return f"{PIPELINE_NAME}_{settings.node}"
+    """The dlt pipeline's name: one per DuckDB file, one per node on a shared warehouse."""
+    return for_settings(settings).pipeline_name()
 
 
-def make_pipeline(settings: Settings, connection=None):
+def make_pipeline(warehouse: Warehouse):
     import dlt
 
     _configure_dlt()
     return dlt.pipeline(
-        pipeline_name=pipeline_name(settings),
-        pipelines_dir=str(settings.state_dir / "dlt"),
-        destination=destination(settings, connection),
+        pipeline_name=warehouse.pipeline_name(),
+        pipelines_dir=str(warehouse.settings.state_dir / "dlt"),
+        destination=warehouse.destination(),
         dataset_name=DATASET,
     )
-
-
-@contextlib.contextmanager
-def _duckdb_connection(settings: Settings):
-    """The loader's own DuckDB connection (closed when the load ends), or None elsewhere.
-
-    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows: capping it
-    keeps the loader's memory a function of the batch size, not of the history. The file is
-    attached with small row groups, written out as they fill (`duckdb_destination`).
-    """
-    if settings.warehouse != "duckdb":
-        yield None
-        return
-    from .duckdb_destination import connect
-
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    connection = connect(settings.duckdb_path, LOADER_DUCKDB_MEMORY)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def _resource(batches: Iterable[tuple[pa.Table, pa.Table]], *, create: bool = False):
@@ -355,8 +298,8 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-def _run(pipeline, resource) -> None:
-    info = pipeline.run(resource)
+def _run(pipeline, resource, **options) -> None:
+    info = pipeline.run(resource, **options)
     info.raise_on_failed_jobs()
     _forget_loaded_packages(pipeline)
 
@@ -398,76 +341,42 @@ def load(
     started = time.monotonic()
     summary = LoadSummary()
     reader = SpoolReader(settings.spool_dir)
-    with exclusive(settings.state_dir / "loader.lock", what="a load of this spool", wait=wait):
-        writer_lock = (
-            exclusive(warehouse_writer_lock(settings.duckdb_path), what="another DuckDB writer")
-            if settings.warehouse == "duckdb"
-            else contextlib.nullcontext()
+    warehouse = for_settings(settings)
+    with (
+        exclusive(settings.state_dir / "loader.lock", what="a load of this spool", wait=wait),
+        warehouse.session(),
+    ):
+        pipeline = make_pipeline(warehouse)
+        _discard_pending(pipeline)
+        # Claimed by a run that did not finish: some of their rows may be committed.
+        recovering = reader.claimed()
+        # The first load of a new warehouse creates both raw tables, even with no data, so dbt
+        # can build before any delivery arrives.
+        create = warehouse.set_up_raw_tables(
+            pipeline,
+            lambda p: _run(p, _resource([to_tables([])], create=True), **warehouse.run_options),
         )
-        with writer_lock, _duckdb_connection(settings) as connection:
-            pipeline = make_pipeline(settings, connection)
-            _discard_pending(pipeline)
-            # Claimed by a run that did not finish: some of their rows may be committed.
-            recovering = reader.claimed()
-            # The first load of a new warehouse creates both raw tables, even with no data, so
-            # dbt can build before any delivery arrives. On a server warehouse the loaders of
-            # several nodes may start at once on an empty database: one creates them, alone.
-            create = not _raw_tables_exist(pipeline)
-            if create and settings.warehouse != "duckdb":
-                with _setup_lock(settings):
-                    if not _raw_tables_exist(pipeline):
-                        _run(pipeline, _resource([to_tables([])], create=True))
-                create = False
-            while max_batches is None or summary.batches < max_batches:
-                budget = None if max_batches is None else max_batches - summary.batches
-                group = _load_group(pipeline, reader, recovering, settings, budget, create)
-                create = False
-                if not group.paths:
-                    break
-                if connection is not None:
-                    _check_landed_in_file(connection)
-                reader.release(group.paths)
-                if connection is not None:
-                    from .duckdb_destination import release_cache
-
-                    release_cache(connection, LOADER_DUCKDB_MEMORY)
-                summary.add(group)
-                summary.seconds = time.monotonic() - started
-                if progress is not None:
-                    progress(summary, reader.backlog())
+        while max_batches is None or summary.batches < max_batches:
+            budget = None if max_batches is None else max_batches - summary.batches
+            group = _load_group(pipeline, warehouse, reader, recovering, budget, create)
+            create = False
+            if not group.paths:
+                break
+            warehouse.after_load()
+            reader.release(group.paths)
+            summary.add(group)
+            summary.seconds = time.monotonic() - started
+            if progress is not None:
+                progress(summary, reader.backlog())
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _check_landed_in_file(connection) -> None:
-    """Refuse to release segments whose rows went anywhere but the DuckDB file (see
-    `duckdb_destination.outside_catalog`): they stay claimed, and nothing is lost."""
-    from .duckdb_destination import outside_catalog
-
-    stray = outside_catalog(connection)
-    if stray:
-        raise RuntimeError(
-            "dlt wrote outside the warehouse file, into DuckDB's in-memory catalog: "
-            f"{', '.join(stray)}. The spool is left as it was; this dlt version needs a change "
-            "in loader/duckdb_destination.py."
-        )
-
-
-def _setup_lock(settings: Settings):
-    """On a server warehouse, loaders of several nodes may start at once on an empty database:
-    the one that creates the dataset and the raw tables does it alone (Postgres fails concurrent
-    `create schema` and `create table` of one name). Once they exist a load needs no DDL but
-    its own node's staging schema, so loads themselves run concurrently."""
-    if settings.warehouse == "duckdb":
-        return contextlib.nullcontext()  # the writer lock already serialises everything
-    return postgres_advisory_lock("flagsmith_warehouse.loader.setup", what="another loader's setup")
-
-
 def _load_group(
     pipeline,
+    warehouse: Warehouse,
     reader: SpoolReader,
     recovering: list[Path],
-    settings: Settings,
     max_batches: int | None,
     create: bool = False,
 ) -> LoadSummary:
@@ -478,6 +387,7 @@ def _load_group(
     hashing and writing parquet release the GIL). The summary returned lists every segment read,
     to release once the load has committed; no segment is claimed beyond this load.
     """
+    settings = warehouse.settings
     group = LoadSummary()
     maybe_loaded = set(recovering)
 
@@ -504,7 +414,7 @@ def _load_group(
                 if not paths:
                     return
                 if tables is None:
-                    kept = _not_yet_loaded(pipeline, deliveries)
+                    kept = _not_yet_loaded(pipeline, warehouse, deliveries)
                     group.already_loaded += len(deliveries) - len(kept)
                     deliveries = kept
                     tables = to_tables(deliveries)
@@ -525,28 +435,16 @@ def _load_group(
         first = next(source, None)
         if first is None:
             return group
-        _run(pipeline, _resource(itertools.chain([first], source)))
+        _run(pipeline, _resource(itertools.chain([first], source)), **warehouse.run_options)
     else:
-        _run(pipeline, _resource(itertools.chain([to_tables([])], batches()), create=True))
+        resource = _resource(itertools.chain([to_tables([])], batches()), create=True)
+        _run(pipeline, resource, **warehouse.run_options)
     return group
 
 
-def _not_yet_loaded(pipeline, deliveries: list[Delivery]) -> list[Delivery]:
+def _not_yet_loaded(pipeline, warehouse: Warehouse, deliveries: list[Delivery]) -> list[Delivery]:
     """The deliveries whose id is in neither raw table (a crashed run may have committed some)."""
-    ids = [d.delivery_id for d in deliveries]
-    loaded: set[str] = set()
-    with pipeline.sql_client() as client:
-        for name in (IDENTITY_TABLE, QUARANTINE_TABLE):
-            if not _table_exists(client, name):  # a crash in the very first load
-                continue
-            table = client.make_qualified_table_name(name)
-            for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                marks = ", ".join(["%s"] * len(chunk))
-                rows = client.execute_sql(
-                    f"select delivery_id from {table} where delivery_id in ({marks})", *chunk
-                )
-                loaded.update(row[0] for row in rows or ())
+    loaded = warehouse.loaded_delivery_ids(pipeline, [d.delivery_id for d in deliveries])
     return [d for d in deliveries if d.delivery_id not in loaded]
 
 
@@ -580,24 +478,6 @@ def _take_batch(
         count += len(deliveries)
         size += sum(len(delivery.body) for delivery in deliveries)
     return batch
-
-
-def _raw_tables_exist(pipeline) -> bool:
-    try:
-        with pipeline.sql_client() as client:
-            return client.has_dataset() and all(
-                _table_exists(client, name) for name in (IDENTITY_TABLE, QUARANTINE_TABLE)
-            )
-    except Exception:  # no dataset yet, or the destination is not created
-        return False
-
-
-def _table_exists(client, name: str) -> bool:
-    try:
-        client.execute_sql(f"select 1 from {client.make_qualified_table_name(name)} limit 0")
-    except Exception:
-        return False
-    return True
 
 
 def print_progress(summary: LoadSummary, backlog: dict[str, int]) -> None:

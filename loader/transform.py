@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Settings, project_dir
-from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
+from .warehouses import for_settings
 
 
 def dbt_executable() -> str:
@@ -70,13 +70,6 @@ def run_dbt(
     """
     args = dbt_command(settings, command, extra)
     env = dbt_environment(settings)
-    if settings.warehouse == "duckdb":
-        settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = exclusive(warehouse_writer_lock(settings.duckdb_path), what="the loader")
-    else:
-        schema = env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith"
-        lock = postgres_advisory_lock(
-            f"flagsmith_warehouse.transform:{schema}", what="another dbt run on this schema"
-        )
+    lock = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
     with lock:
         return subprocess.call(args, env=env)
