@@ -312,17 +312,25 @@ def _forget_loaded_packages(pipeline) -> None:
             shutil.rmtree(package, ignore_errors=True)
 
 
-def _discard_pending(pipeline) -> None:
+def _discard_pending(pipeline, warehouse: Warehouse) -> None:
     """Drop load packages an interrupted run left behind; their segments are still claimed.
 
     dlt would resume such a package, but resuming is not exactly-once: a file whose copy into
     the raw table committed before the crash would be appended again (tests/test_loader_crash.py,
     crash point "loading"). The claimed segments are the source of truth, so they are loaded
     again as a new package, without the delivery ids the interrupted run had already committed.
-    Never leaving a package pending also keeps `run(data)` from silently ignoring new data.
+    What the package's load wrote without completing (rows or files of a load missing from
+    `_dlt_loads`, which staging never reads) is removed first, so those deliveries load again in
+    a complete load. Never leaving a package pending also keeps `run(data)` from silently
+    ignoring new data.
     """
     if pipeline.has_pending_data:
         log.warning("dropping a load package left by an interrupted run; reloading its segments")
+        pending = [
+            *pipeline.list_extracted_load_packages(),
+            *pipeline.list_normalized_load_packages(),
+        ]
+        warehouse.discard_incomplete(pipeline, pending)
         # abort_packages (its successor) would also record the package as aborted through a
         # load step; a plain drop is what is wanted here, and dlt < 2 is pinned.
         with warnings.catch_warnings():
@@ -347,7 +355,7 @@ def load(
         warehouse.session(),
     ):
         pipeline = make_pipeline(warehouse)
-        _discard_pending(pipeline)
+        _discard_pending(pipeline, warehouse)
         # Claimed by a run that did not finish: some of their rows may be committed.
         recovering = reader.claimed()
         # The first load of a new warehouse creates both raw tables, even with no data, so dbt

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 from .config import Settings, postgres_connection_parameters
@@ -94,6 +95,30 @@ class Warehouse:
 
     def after_load(self) -> None:
         """Checks and clean-up after a load has committed, before its segments are released."""
+
+    def discard_incomplete(self, pipeline, load_ids: list[str]) -> None:
+        """Delete the rows that this node's loads `load_ids` committed without completing.
+
+        dlt commits a load's jobs one by one and records the load in `_dlt_loads` last; staging
+        takes only recorded loads, so rows of a load killed in between would be in the raw table
+        and yet never reach a mart. `load_ids` are the node's own pending packages, so another
+        node's load in progress is never touched; a load recorded complete keeps its rows.
+        """
+        if not load_ids:
+            return
+        with pipeline.sql_client() as client:
+            recorded = table_exists(client, "_dlt_loads")
+            loads = client.make_qualified_table_name("_dlt_loads")
+            marks = ", ".join(["%s"] * len(load_ids))
+            for name in RAW_TABLES:
+                if not table_exists(client, name):
+                    continue
+                table = client.make_qualified_table_name(name)
+                sql = f"delete from {table} where _dlt_load_id in ({marks})"
+                if recorded:
+                    sql += f" and _dlt_load_id not in (select load_id from {loads})"
+                with client.begin_transaction():
+                    client.execute_sql(sql, *load_ids)
 
     def transform_lock(self, schema: str):
         """Held by `transform` for dbt's whole run."""
@@ -227,9 +252,85 @@ def table_exists(client, name: str) -> bool:
     return True
 
 
+class LakeWarehouse(Warehouse):
+    """Spark's raw tables: parquet files that dlt's filesystem destination writes under
+    `FLAGSMITH_LAKE_DIR/flagsmith_raw/`, read by Spark (and by `export`) straight from the files.
+
+    There is no database to lock or table to create: each load writes new files named by its
+    load id and a random file id, and records itself in `_dlt_loads` last, so loaders of several
+    nodes write into one lake at once without touching each other's files. A delivery is in the
+    lake once a file holding it belongs to a load recorded complete (`loader.lake`); files of a
+    load that never completed are ignored by every reader, and the node that wrote them deletes
+    them when it next starts (`discard_incomplete`).
+    """
+
+    name = "spark"
+    run_options: ClassVar[dict[str, str]] = {"loader_file_format": "parquet"}
+
+    def destination(self):
+        import dlt
+
+        if "://" not in self.settings.lake_dir:
+            os.makedirs(self.settings.lake_dir, exist_ok=True)
+        return dlt.destinations.filesystem(bucket_url=self.settings.lake_dir)
+
+    def set_up_raw_tables(self, pipeline, create_empty) -> bool:
+        # Both tables get a file (empty if need be) in the first load, so readers find their
+        # columns before any delivery arrives. Several nodes may do this at once: files only.
+        return not self._completed_files()
+
+    def _completed_files(self) -> bool:
+        from . import lake
+
+        loads = lake.completed_loads(self.settings.lake_dir, DATASET)
+        return all(lake.table_files(self.settings.lake_dir, DATASET, t, loads) for t in RAW_TABLES)
+
+    def loaded_delivery_ids(self, pipeline, ids: list[str]) -> set[str]:
+        """Those of `ids` in a complete load of either raw table."""
+        import pyarrow.compute as pc
+
+        from . import lake
+
+        wanted = pa_array(ids)
+        loaded: set[str] = set()
+        for name in RAW_TABLES:
+            table = lake.read_table(self.settings.lake_dir, DATASET, name, ["delivery_id"])
+            if table is not None:
+                found = table.filter(pc.is_in(table["delivery_id"], value_set=wanted))
+                loaded.update(found["delivery_id"].to_pylist())
+        return loaded
+
+    def discard_incomplete(self, pipeline, load_ids: list[str]) -> None:
+        """Delete the data files of this node's loads that a crash left incomplete.
+
+        `load_ids` are the node's own pending packages (dlt keeps them in the node's state
+        folder), so another node's load in progress is never touched. A load recorded complete
+        keeps its files even if its package was still pending: its rows are in the lake.
+        """
+        from . import lake
+
+        fs, _ = lake.filesystem(self.settings.lake_dir)
+        for name in RAW_TABLES:
+            for path in lake.incomplete_files(self.settings.lake_dir, DATASET, name, load_ids):
+                fs.rm(path)
+
+    def transform_lock(self, schema: str):
+        # Spark's embedded metastore (Derby) admits one process at a time.
+        directory = self.settings.spark_warehouse_dir
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        return exclusive(Path(f"{directory}.lock"), what="another Spark transform")
+
+
+def pa_array(values: list[str]):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
 WAREHOUSE_CLASSES: dict[str, type[Warehouse]] = {
     "duckdb": DuckDBWarehouse,
     "postgres": PostgresWarehouse,
+    "spark": LakeWarehouse,
 }
 
 
