@@ -3,15 +3,17 @@
 How exactly-once holds through a crash at any instant:
 1. Segments are moved from ready/ (or a dead writer's open/) to claimed/ before they are read.
 2. A batch of claimed segments becomes one arrow table per raw table, appended by one dlt load.
-3. Segments leave claimed/ only after dlt reports the load committed.
+3. Segments leave claimed/ only after dlt reports the load complete (recorded in `_dlt_loads`,
+   the only loads staging reads).
 A segment that was never claimed before cannot be in the warehouse, so its rows are appended
 as they are: no staging table, no merge. Only segments found in claimed/ when a run starts may
-be (a crash before 3, or between the commits of the two tables' files): their delivery ids
-already in the raw tables are looked up and left out, so loading them again inserts exactly
-what the crash kept out. Any dlt package left pending by the crash is dropped first (resuming
-one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old package
-and silently drop the new data). Several loaders appending distinct delivery ids to one server
-warehouse never touch each other's rows, and each filters only its own claimed segments.
+be (a crash before 3): any dlt package left pending by the crash is dropped first, after what
+its load wrote without being recorded is deleted (resuming it is not exactly-once, see
+`_discard_pending`; and dlt would otherwise load the old package and silently drop the new
+data); then the delivery ids already in the raw tables are looked up and left out, so loading
+the segments again inserts exactly what the crash kept out. Several loaders appending distinct
+delivery ids to one warehouse or lake never touch each other's rows, and each filters and
+cleans up only its own. What differs per warehouse is in `loader.warehouses`.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
 not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).

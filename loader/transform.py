@@ -25,6 +25,8 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["FLAGSMITH_WAREHOUSE"] = settings.warehouse
     env["FLAGSMITH_DUCKDB_PATH"] = str(settings.duckdb_path)
+    env["FLAGSMITH_LAKE_DIR"] = settings.lake_dir
+    env["FLAGSMITH_SPARK_WAREHOUSE_DIR"] = str(settings.spark_warehouse_dir)
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
 
