@@ -22,6 +22,7 @@ twice, or importing overlapping exports, never doubles a delivery.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -330,14 +331,9 @@ def import_(settings: Settings, directory: Path) -> HistorySummary:
 
         source = batches()
         if create:
-            source = _chain([pipeline.to_tables([])], source)
+            source = itertools.chain([pipeline.to_tables([])], source)
         resource = pipeline._resource(source, create=create)
         pipeline._run(dlt_pipeline, resource, **warehouse.run_options)
         warehouse.after_load()
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _chain(first, rest):
-    yield from first
-    yield from rest

@@ -1,7 +1,7 @@
 """What differs between warehouses for the loader, one small object each.
 
 The loader (`pipeline.load`) is the same on every warehouse: claim spool segments, hand dlt
-arrow batches, release the segments once the load has committed. What a warehouse decides is
+arrow batches, release the segments once the load is complete. What a warehouse decides is
 behind the methods below: its dlt destination and pipeline name, the connection the loader
 holds while it loads, the lock that keeps other writers out, how the raw tables are first
 created, what is already there, and what to check after a load before segments leave the spool.
@@ -30,7 +30,8 @@ LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
 class Warehouse:
-    """The SQL warehouses' shared behaviour; subclasses say what is their own."""
+    """What a SQL warehouse reached through dlt's SQL client does; subclasses override what
+    differs (the lake has no SQL client: it reads its files)."""
 
     name = ""
     # dlt's `pipeline.run` arguments beyond the data (the lake asks for parquet files).
@@ -287,11 +288,12 @@ class LakeWarehouse(Warehouse):
 
     def loaded_delivery_ids(self, pipeline, ids: list[str]) -> set[str]:
         """Those of `ids` in a complete load of either raw table."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         from . import lake
 
-        wanted = pa_array(ids)
+        wanted = pa.array(ids, pa.string())
         loaded: set[str] = set()
         for name in RAW_TABLES:
             table = lake.read_table(self.settings.lake_dir, DATASET, name, ["delivery_id"])
@@ -319,12 +321,6 @@ class LakeWarehouse(Warehouse):
         directory = self.settings.spark_warehouse_dir
         directory.parent.mkdir(parents=True, exist_ok=True)
         return exclusive(Path(f"{directory}.lock"), what="another Spark transform")
-
-
-def pa_array(values: list[str]):
-    import pyarrow as pa
-
-    return pa.array(values, pa.string())
 
 
 WAREHOUSE_CLASSES: dict[str, type[Warehouse]] = {
