@@ -1,5 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+ and make: `make demo`, `make test`.
 PYTHON ?= python3
+# The optional dependencies installed: `make install EXTRAS=dev,postgres,spark` adds Spark.
+EXTRAS ?= dev,postgres
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -10,8 +12,16 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed, found " + sys.version)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	echo '$(EXTRAS)' > $(STAMP)
+
+# EXTRAS given (on the command line or in the environment) and not those of the last install:
+# install again. Without it, whatever was installed is used.
+ifneq ($(origin EXTRAS),file)
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(EXTRAS))
+.PHONY: $(STAMP)
+endif
+endif
 
 install: $(STAMP)
 

@@ -1,4 +1,4 @@
-"""`flagsmith-warehouse`: serve, load, transform, run, demo (contract.md)."""
+"""`flagsmith-warehouse`: serve, load, transform, run, export, import, demo (contract.md)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
         if cause is None:
             raise
         from .duckdb_destination import parse_size
-        from .pipeline import LOADER_DUCKDB_MEMORY
+        from .warehouses import LOADER_DUCKDB_MEMORY
 
         try:
             bigger = f"{max(1, -(-2 * parse_size(LOADER_DUCKDB_MEMORY) // 1_000_000))}MB"
@@ -168,6 +168,30 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .history import HistoryError, export
+
+    try:
+        summary = export(_settings(args), Path(args.directory))
+    except HistoryError as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 1
+    print(summary.line(f"exported to {args.directory}:"), file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .history import HistoryError, import_
+
+    try:
+        summary = import_(_settings(args), Path(args.directory))
+    except HistoryError as error:
+        print(f"import failed: {error}", file=sys.stderr)
+        return 1
+    print(summary.line(f"imported from {args.directory}:"), file=sys.stderr)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -239,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_dbt_options(run)
     run.add_argument("--every", type=parse_duration, help="repeat every DURATION (30s, 15m, 1h)")
     run.set_defaults(handler=cmd_run)
+
+    export = commands.add_parser(
+        "export", help="write both raw tables of the configured warehouse as parquet into DIR"
+    )
+    export.add_argument("directory", metavar="DIR", help="an empty (or new) folder")
+    export.set_defaults(handler=cmd_export)
+
+    import_ = commands.add_parser(
+        "import", help="load an export into the configured warehouse, skipping what is there"
+    )
+    import_.add_argument("directory", metavar="DIR", help="a folder `export` wrote")
+    import_.set_defaults(handler=cmd_import)
 
     demo = commands.add_parser("demo", help="receive, load and model simulated traffic")
     demo.add_argument("--data-dir", default="data/demo", help="wiped and used for the demo")

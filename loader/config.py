@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-WAREHOUSES = ("duckdb", "postgres")
+WAREHOUSES = ("duckdb", "postgres", "spark")
 
 # The environment key is a label of the user's choosing in the webhook URL; it must fit a path
 # segment, a log line and a column.
@@ -100,6 +100,10 @@ class Settings:
     commit_size: int = 20000
     dbt_target_path: Path | None = None
     node_id: str | None = None
+    # Spark: where dlt lands the raw tables (a folder, or an fsspec URL such as s3://bucket/lake)
+    # and Spark's SQL warehouse folder holding the marts.
+    lake_dir: str = "data/lake"
+    spark_warehouse_dir: Path = Path("data/spark-warehouse")
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -132,6 +136,10 @@ class Settings:
                 else None
             ),
             node_id=_node_id(env.get("FLAGSMITH_NODE_ID")),
+            lake_dir=_location(env.get("FLAGSMITH_LAKE_DIR") or "data/lake"),
+            spark_warehouse_dir=Path(
+                env.get("FLAGSMITH_SPARK_WAREHOUSE_DIR") or "data/spark-warehouse"
+            ).absolute(),
         )
 
     @property
@@ -159,6 +167,14 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _location(raw: str) -> str:
+    """A URL as it is (`s3://...`, `file:///...`); a path made absolute."""
+    raw = raw.strip()
+    if "://" in raw:
+        return raw
+    return str(Path(raw).absolute())
 
 
 def _node_id(raw: str | None) -> str | None:

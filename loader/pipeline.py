@@ -3,15 +3,17 @@
 How exactly-once holds through a crash at any instant:
 1. Segments are moved from ready/ (or a dead writer's open/) to claimed/ before they are read.
 2. A batch of claimed segments becomes one arrow table per raw table, appended by one dlt load.
-3. Segments leave claimed/ only after dlt reports the load committed.
+3. Segments leave claimed/ only after dlt reports the load complete (recorded in `_dlt_loads`,
+   the only loads staging reads).
 A segment that was never claimed before cannot be in the warehouse, so its rows are appended
 as they are: no staging table, no merge. Only segments found in claimed/ when a run starts may
-be (a crash before 3, or between the commits of the two tables' files): their delivery ids
-already in the raw tables are looked up and left out, so loading them again inserts exactly
-what the crash kept out. Any dlt package left pending by the crash is dropped first (resuming
-one is not exactly-once, see `_discard_pending`; and dlt would otherwise load the old package
-and silently drop the new data). Several loaders appending distinct delivery ids to one server
-warehouse never touch each other's rows, and each filters only its own claimed segments.
+be (a crash before 3): any dlt package left pending by the crash is dropped first, after what
+its load wrote without being recorded is deleted (resuming it is not exactly-once, see
+`_discard_pending`; and dlt would otherwise load the old package and silently drop the new
+data); then the delivery ids already in the raw tables are looked up and left out, so loading
+the segments again inserts exactly what the crash kept out. Several loaders appending distinct
+delivery ids to one warehouse or lake never touch each other's rows, and each filters and
+cleans up only its own. What differs per warehouse is in `loader.warehouses`.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
 not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).
@@ -20,7 +22,6 @@ not flatten it into child tables and skips its row-by-row normalizer (design.md 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import itertools
 import logging
@@ -36,16 +37,21 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .config import Settings, postgres_connection_parameters
-from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
+from .config import Settings
+from .locks import exclusive
 from .spool import Delivery, SpoolReader
+from .warehouses import (
+    DATASET,
+    IDENTITY_TABLE,
+    PIPELINE_NAME,
+    QUARANTINE_TABLE,
+    Warehouse,
+    for_settings,
+)
 
 log = logging.getLogger("flagsmith_warehouse.loader")
 
-PIPELINE_NAME = "flagsmith_warehouse"
-DATASET = "flagsmith_raw"
-IDENTITY_TABLE = "identity_webhooks"
-QUARANTINE_TABLE = "quarantined_webhooks"
+__all__ = ["DATASET", "IDENTITY_TABLE", "PIPELINE_NAME", "QUARANTINE_TABLE"]
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _COMMON_FIELDS = [
@@ -88,7 +94,6 @@ QUARANTINE_HINTS = {
 # at most PARQUET_ROW_GROUP_BYTES of text (or one row): memory follows these, not a body's size.
 BATCH_BYTES = 32 * 1024 * 1024
 PARQUET_ROW_GROUP_BYTES = 8 * 1024 * 1024
-LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
 @dataclass
@@ -151,86 +156,26 @@ def _configure_dlt() -> None:
     logging.getLogger("dlt").setLevel(logging.ERROR)
 
 
-def destination(settings: Settings, connection=None):
-    """dlt's destination for the configured warehouse; on DuckDB through `connection`."""
-    import dlt
-
-    if settings.warehouse == "duckdb":
-        if connection is None:
-            settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-            return dlt.destinations.duckdb(str(settings.duckdb_path))
-        from .duckdb_destination import destination as attached
-
-        return attached(connection)
-    if settings.warehouse == "postgres":
-        # Several loaders (one per node) load into one database at once. dlt's default staging
-        # dataset, `<dataset>_staging`, would be shared by all of them, and each truncates and
-        # fills it during its load: one node's staging schema each keeps their merges apart.
-        return dlt.destinations.postgres(
-            _postgres_credentials(),
-            staging_dataset_name_layout=f"%s_staging_{settings.node}",
-        )
-    raise ValueError(f"unknown warehouse {settings.warehouse!r}")
-
-
-def _postgres_credentials():
-    """The PG* variables as dlt credentials, resolved here: dlt would otherwise demand a password
-    even where the server needs none (trust or peer authentication, a .pgpass file)."""
-    from dlt.destinations.impl.postgres.configuration import PostgresCredentials
-
-    parameters = postgres_connection_parameters()
-    credentials = PostgresCredentials()
-    credentials.host = parameters["host"]
-    credentials.port = int(parameters["port"])
-    credentials.username = parameters["user"]
-    credentials.password = parameters["password"]
-    credentials.database = parameters["dbname"]
-    credentials.resolve()
-    return credentials
+def destination(settings: Settings):
+    """dlt's destination for the configured warehouse (see `loader.warehouses`)."""
+    return for_settings(settings).destination()
 
 
 def pipeline_name(settings: Settings) -> str:
-    """`flagsmith_warehouse` on DuckDB (one loader per file); one name per node on a server.
-
-    dlt keeps a pipeline's state in the destination keyed by this name, and two processes must
-    never run one pipeline: on Postgres each node's loader is its own pipeline.
-    """
-    if settings.warehouse == "duckdb":
-        return PIPELINE_NAME
-    return f"{PIPELINE_NAME}_{settings.node}"
+    """The dlt pipeline's name: one per DuckDB file, one per node on a shared warehouse."""
+    return for_settings(settings).pipeline_name()
 
 
-def make_pipeline(settings: Settings, connection=None):
+def make_pipeline(warehouse: Warehouse):
     import dlt
 
     _configure_dlt()
     return dlt.pipeline(
-        pipeline_name=pipeline_name(settings),
-        pipelines_dir=str(settings.state_dir / "dlt"),
-        destination=destination(settings, connection),
+        pipeline_name=warehouse.pipeline_name(),
+        pipelines_dir=str(warehouse.settings.state_dir / "dlt"),
+        destination=warehouse.destination(),
         dataset_name=DATASET,
     )
-
-
-@contextlib.contextmanager
-def _duckdb_connection(settings: Settings):
-    """The loader's own DuckDB connection (closed when the load ends), or None elsewhere.
-
-    DuckDB's buffer pool would otherwise grow toward 80% of RAM as the file grows: capping it
-    keeps the loader's memory a function of the batch size, not of the history. The file is
-    attached with small row groups, written out as they fill (`duckdb_destination`).
-    """
-    if settings.warehouse != "duckdb":
-        yield None
-        return
-    from .duckdb_destination import connect
-
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    connection = connect(settings.duckdb_path, LOADER_DUCKDB_MEMORY)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def _resource(batches: Iterable[tuple[pa.Table, pa.Table]], *, create: bool = False):
@@ -355,8 +300,8 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-def _run(pipeline, resource) -> None:
-    info = pipeline.run(resource)
+def _run(pipeline, resource, **options) -> None:
+    info = pipeline.run(resource, **options)
     info.raise_on_failed_jobs()
     _forget_loaded_packages(pipeline)
 
@@ -369,17 +314,25 @@ def _forget_loaded_packages(pipeline) -> None:
             shutil.rmtree(package, ignore_errors=True)
 
 
-def _discard_pending(pipeline) -> None:
+def _discard_pending(pipeline, warehouse: Warehouse) -> None:
     """Drop load packages an interrupted run left behind; their segments are still claimed.
 
     dlt would resume such a package, but resuming is not exactly-once: a file whose copy into
     the raw table committed before the crash would be appended again (tests/test_loader_crash.py,
     crash point "loading"). The claimed segments are the source of truth, so they are loaded
     again as a new package, without the delivery ids the interrupted run had already committed.
-    Never leaving a package pending also keeps `run(data)` from silently ignoring new data.
+    What the package's load wrote without completing (rows or files of a load missing from
+    `_dlt_loads`, which staging never reads) is removed first, so those deliveries load again in
+    a complete load. Never leaving a package pending also keeps `run(data)` from silently
+    ignoring new data.
     """
     if pipeline.has_pending_data:
         log.warning("dropping a load package left by an interrupted run; reloading its segments")
+        pending = [
+            *pipeline.list_extracted_load_packages(),
+            *pipeline.list_normalized_load_packages(),
+        ]
+        warehouse.discard_incomplete(pipeline, pending)
         # abort_packages (its successor) would also record the package as aborted through a
         # load step; a plain drop is what is wanted here, and dlt < 2 is pinned.
         with warnings.catch_warnings():
@@ -398,76 +351,42 @@ def load(
     started = time.monotonic()
     summary = LoadSummary()
     reader = SpoolReader(settings.spool_dir)
-    with exclusive(settings.state_dir / "loader.lock", what="a load of this spool", wait=wait):
-        writer_lock = (
-            exclusive(warehouse_writer_lock(settings.duckdb_path), what="another DuckDB writer")
-            if settings.warehouse == "duckdb"
-            else contextlib.nullcontext()
+    warehouse = for_settings(settings)
+    with (
+        exclusive(settings.state_dir / "loader.lock", what="a load of this spool", wait=wait),
+        warehouse.session(),
+    ):
+        pipeline = make_pipeline(warehouse)
+        _discard_pending(pipeline, warehouse)
+        # Claimed by a run that did not finish: some of their rows may be committed.
+        recovering = reader.claimed()
+        # The first load of a new warehouse creates both raw tables, even with no data, so dbt
+        # can build before any delivery arrives.
+        create = warehouse.set_up_raw_tables(
+            pipeline,
+            lambda p: _run(p, _resource([to_tables([])], create=True), **warehouse.run_options),
         )
-        with writer_lock, _duckdb_connection(settings) as connection:
-            pipeline = make_pipeline(settings, connection)
-            _discard_pending(pipeline)
-            # Claimed by a run that did not finish: some of their rows may be committed.
-            recovering = reader.claimed()
-            # The first load of a new warehouse creates both raw tables, even with no data, so
-            # dbt can build before any delivery arrives. On a server warehouse the loaders of
-            # several nodes may start at once on an empty database: one creates them, alone.
-            create = not _raw_tables_exist(pipeline)
-            if create and settings.warehouse != "duckdb":
-                with _setup_lock(settings):
-                    if not _raw_tables_exist(pipeline):
-                        _run(pipeline, _resource([to_tables([])], create=True))
-                create = False
-            while max_batches is None or summary.batches < max_batches:
-                budget = None if max_batches is None else max_batches - summary.batches
-                group = _load_group(pipeline, reader, recovering, settings, budget, create)
-                create = False
-                if not group.paths:
-                    break
-                if connection is not None:
-                    _check_landed_in_file(connection)
-                reader.release(group.paths)
-                if connection is not None:
-                    from .duckdb_destination import release_cache
-
-                    release_cache(connection, LOADER_DUCKDB_MEMORY)
-                summary.add(group)
-                summary.seconds = time.monotonic() - started
-                if progress is not None:
-                    progress(summary, reader.backlog())
+        while max_batches is None or summary.batches < max_batches:
+            budget = None if max_batches is None else max_batches - summary.batches
+            group = _load_group(pipeline, warehouse, reader, recovering, budget, create)
+            create = False
+            if not group.paths:
+                break
+            warehouse.after_load()
+            reader.release(group.paths)
+            summary.add(group)
+            summary.seconds = time.monotonic() - started
+            if progress is not None:
+                progress(summary, reader.backlog())
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _check_landed_in_file(connection) -> None:
-    """Refuse to release segments whose rows went anywhere but the DuckDB file (see
-    `duckdb_destination.outside_catalog`): they stay claimed, and nothing is lost."""
-    from .duckdb_destination import outside_catalog
-
-    stray = outside_catalog(connection)
-    if stray:
-        raise RuntimeError(
-            "dlt wrote outside the warehouse file, into DuckDB's in-memory catalog: "
-            f"{', '.join(stray)}. The spool is left as it was; this dlt version needs a change "
-            "in loader/duckdb_destination.py."
-        )
-
-
-def _setup_lock(settings: Settings):
-    """On a server warehouse, loaders of several nodes may start at once on an empty database:
-    the one that creates the dataset and the raw tables does it alone (Postgres fails concurrent
-    `create schema` and `create table` of one name). Once they exist a load needs no DDL but
-    its own node's staging schema, so loads themselves run concurrently."""
-    if settings.warehouse == "duckdb":
-        return contextlib.nullcontext()  # the writer lock already serialises everything
-    return postgres_advisory_lock("flagsmith_warehouse.loader.setup", what="another loader's setup")
-
-
 def _load_group(
     pipeline,
+    warehouse: Warehouse,
     reader: SpoolReader,
     recovering: list[Path],
-    settings: Settings,
     max_batches: int | None,
     create: bool = False,
 ) -> LoadSummary:
@@ -478,6 +397,7 @@ def _load_group(
     hashing and writing parquet release the GIL). The summary returned lists every segment read,
     to release once the load has committed; no segment is claimed beyond this load.
     """
+    settings = warehouse.settings
     group = LoadSummary()
     maybe_loaded = set(recovering)
 
@@ -504,7 +424,7 @@ def _load_group(
                 if not paths:
                     return
                 if tables is None:
-                    kept = _not_yet_loaded(pipeline, deliveries)
+                    kept = _not_yet_loaded(pipeline, warehouse, deliveries)
                     group.already_loaded += len(deliveries) - len(kept)
                     deliveries = kept
                     tables = to_tables(deliveries)
@@ -525,28 +445,16 @@ def _load_group(
         first = next(source, None)
         if first is None:
             return group
-        _run(pipeline, _resource(itertools.chain([first], source)))
+        _run(pipeline, _resource(itertools.chain([first], source)), **warehouse.run_options)
     else:
-        _run(pipeline, _resource(itertools.chain([to_tables([])], batches()), create=True))
+        resource = _resource(itertools.chain([to_tables([])], batches()), create=True)
+        _run(pipeline, resource, **warehouse.run_options)
     return group
 
 
-def _not_yet_loaded(pipeline, deliveries: list[Delivery]) -> list[Delivery]:
+def _not_yet_loaded(pipeline, warehouse: Warehouse, deliveries: list[Delivery]) -> list[Delivery]:
     """The deliveries whose id is in neither raw table (a crashed run may have committed some)."""
-    ids = [d.delivery_id for d in deliveries]
-    loaded: set[str] = set()
-    with pipeline.sql_client() as client:
-        for name in (IDENTITY_TABLE, QUARANTINE_TABLE):
-            if not _table_exists(client, name):  # a crash in the very first load
-                continue
-            table = client.make_qualified_table_name(name)
-            for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                marks = ", ".join(["%s"] * len(chunk))
-                rows = client.execute_sql(
-                    f"select delivery_id from {table} where delivery_id in ({marks})", *chunk
-                )
-                loaded.update(row[0] for row in rows or ())
+    loaded = warehouse.loaded_delivery_ids(pipeline, [d.delivery_id for d in deliveries])
     return [d for d in deliveries if d.delivery_id not in loaded]
 
 
@@ -580,24 +488,6 @@ def _take_batch(
         count += len(deliveries)
         size += sum(len(delivery.body) for delivery in deliveries)
     return batch
-
-
-def _raw_tables_exist(pipeline) -> bool:
-    try:
-        with pipeline.sql_client() as client:
-            return client.has_dataset() and all(
-                _table_exists(client, name) for name in (IDENTITY_TABLE, QUARANTINE_TABLE)
-            )
-    except Exception:  # no dataset yet, or the destination is not created
-        return False
-
-
-def _table_exists(client, name: str) -> bool:
-    try:
-        client.execute_sql(f"select 1 from {client.make_qualified_table_name(name)} limit 0")
-    except Exception:
-        return False
-    return True
 
 
 def print_progress(summary: LoadSummary, backlog: dict[str, int]) -> None:

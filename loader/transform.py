@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Settings, project_dir
-from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
+from .warehouses import for_settings
 
 
 def dbt_executable() -> str:
@@ -26,6 +26,8 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["FLAGSMITH_WAREHOUSE"] = settings.warehouse
     env["FLAGSMITH_DUCKDB_PATH"] = str(settings.duckdb_path)
+    env["FLAGSMITH_LAKE_DIR"] = settings.lake_dir
+    env["FLAGSMITH_SPARK_WAREHOUSE_DIR"] = str(settings.spark_warehouse_dir)
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
 
@@ -75,14 +77,7 @@ def run_dbt(
     """
     args = dbt_command(settings, command, extra)
     env = dbt_environment(settings)
-    if settings.warehouse == "duckdb":
-        settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = exclusive(warehouse_writer_lock(settings.duckdb_path), what="the loader")
-    else:
-        schema = env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith"
-        lock = postgres_advisory_lock(
-            f"flagsmith_warehouse.transform:{schema}", what="another dbt run on this schema"
-        )
+    lock = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
     results = target_path(settings) / "run_results.json"
     with lock:
         results.unlink(missing_ok=True)

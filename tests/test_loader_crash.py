@@ -7,16 +7,17 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from loader import pipeline
+from loader import lake, pipeline
 from loader.spool import Delivery, SpoolReader, SpoolWriter, new_delivery_id
 
 from .conftest import REPO, shared_examples
 from .harness.crash_loader import POINTS
-from .warehouse import landed_delivery_ids
+from .warehouse import connect, landed_delivery_ids, warehouse_settings
 
 
 def _spool_batches(settings, segments: int, per_segment: int) -> list[str]:
@@ -34,17 +35,18 @@ def _spool_batches(settings, segments: int, per_segment: int) -> list[str]:
     return ids
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_a_killed_load_is_finished_exactly_once_by_the_next(settings, point):
-    settings = settings.with_overrides(batch_size=10, commit_size=20)
-    ids = _spool_batches(settings, segments=4, per_segment=10)  # 2 loads of 2 batches of 10
+def _crash(settings, point: str) -> None:
+    """A `load` of `settings` in its own process, killed with SIGKILL at `point`."""
     env = dict(
         os.environ,
+        FLAGSMITH_WAREHOUSE=settings.warehouse,
         FLAGSMITH_SPOOL_DIR=str(settings.spool_dir),
         FLAGSMITH_DUCKDB_PATH=str(settings.duckdb_path),
+        FLAGSMITH_LAKE_DIR=settings.lake_dir,
         FLAGSMITH_STATE_DIR=str(settings.state_dir),
-        FLAGSMITH_LOAD_BATCH_SIZE="10",
-        FLAGSMITH_LOAD_COMMIT_SIZE="20",
+        FLAGSMITH_LOAD_BATCH_SIZE=str(settings.batch_size),
+        FLAGSMITH_LOAD_COMMIT_SIZE=str(settings.commit_size),
+        FLAGSMITH_NODE_ID=settings.node,
     )
     crashed = subprocess.run(
         [sys.executable, "-m", "tests.harness.crash_loader", point],
@@ -56,16 +58,66 @@ def test_a_killed_load_is_finished_exactly_once_by_the_next(settings, point):
     )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
 
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "spark"])
+@pytest.mark.parametrize("point", POINTS)
+def test_a_killed_load_is_finished_exactly_once_by_the_next(tmp_path, point, warehouse):
+    settings = warehouse_settings(tmp_path, warehouse).with_overrides(batch_size=10, commit_size=20)
+    ids = _spool_batches(settings, segments=4, per_segment=10)  # 2 loads of 2 batches of 10
+    _crash(settings, point)
+
     summary = pipeline.load(settings)  # the next scheduled load, in a fresh process's shoes
+    # Only rows of loads recorded complete in `_dlt_loads` count: staging reads nothing else.
     loaded = landed_delivery_ids(settings)
     assert len(loaded) == len(set(loaded)), f"duplicates after a crash at {point}"
     assert sorted(loaded) == sorted(ids), f"deliveries lost after a crash at {point}"
-    if point in ("claimed", "extracted", "normalized"):  # nothing of the second load committed
+    if point in ("committed", "releasing"):
+        # the load completed: its claimed segments (all, or the half not yet released) are
+        # found in it and skipped, none appended
+        assert (summary.deliveries, summary.already_loaded) == (
+            0,
+            20 if point == "committed" else 10,
+        )
+    else:  # nothing of the second load completed: what it wrote is removed and loaded again
         assert (summary.deliveries, summary.already_loaded) == (20, 0)
-    else:  # its claimed segments are found committed and skipped, none appended twice
-        assert summary.already_loaded > 0
     backlog = SpoolReader(settings.spool_dir).backlog()
     assert backlog["claimed_segments"] == backlog["ready_segments"] == 0
+    with connect(settings) as connection:  # no row of an incomplete load is left behind
+        stray = connection.execute(
+            "select count(*) from flagsmith_raw.identity_webhooks where _dlt_load_id not in"
+            " (select load_id from flagsmith_raw._dlt_loads where status = 0)"
+        ).fetchone()[0]
+    assert stray == 0
+    if warehouse == "spark":
+        files = list((Path(settings.lake_dir) / "flagsmith_raw" / "identity_webhooks").iterdir())
+        complete = lake.completed_loads(settings.lake_dir, pipeline.DATASET)
+        assert all(lake.load_id_of(path.name, complete) for path in files), files
+
+
+def test_another_node_leaves_a_crashed_nodes_files_alone_until_it_restarts(tmp_path):
+    """Two nodes, one lake: the files of node a's incomplete load stay (unread) while node b
+    loads, and node a removes them itself when it loads again."""
+    shared = tmp_path / "lake"
+    first = warehouse_settings(tmp_path / "a", "spark", shared).with_overrides(
+        batch_size=10, commit_size=20, node_id="a"
+    )
+    second = warehouse_settings(tmp_path / "b", "spark", shared).with_overrides(node_id="b")
+    ids = _spool_batches(first, segments=4, per_segment=10)
+    ids += _spool_batches(second, segments=1, per_segment=5)
+    _crash(first, "loading")
+    table = shared / "flagsmith_raw" / "identity_webhooks"
+
+    def incomplete() -> list[Path]:
+        complete = lake.completed_loads(str(shared), pipeline.DATASET)
+        return [path for path in table.iterdir() if not lake.load_id_of(path.name, complete)]
+
+    assert len(incomplete()) == 1
+    assert pipeline.load(second).deliveries == 5
+    assert len(incomplete()) == 1
+    assert pipeline.load(first).deliveries == 20
+    assert incomplete() == []
+    loaded = landed_delivery_ids(first)
+    assert sorted(loaded) == sorted(ids)
 
 
 def test_a_corrupt_segment_is_kept_aside_and_does_not_block_the_others(settings, caplog):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from loader import pipeline
+from loader import lake, pipeline
 from loader.config import Settings
 from loader.payload import classify
 from loader.simulate import iter_deliveries
@@ -46,14 +46,19 @@ def simulated(count: int, seed: int, *, hide_disabled_flags: bool = True) -> lis
     ]
 
 
-def warehouse_settings(directory: Path, warehouse: str = "duckdb") -> Settings:
-    """A node's settings in `directory`; on Postgres, the database of the PG* variables."""
+def warehouse_settings(
+    directory: Path, warehouse: str = "duckdb", lake_dir: Path | None = None
+) -> Settings:
+    """A node's settings in `directory`; on Postgres, the database of the PG* variables; on
+    Spark, the lake `lake_dir` (default `directory/lake`), which several nodes may share."""
     return Settings(
         spool_dir=directory / "spool",
         warehouse=warehouse,
         duckdb_path=directory / "warehouse.duckdb",
         state_dir=directory / "state",
         dbt_target_path=directory / "dbt-target",
+        lake_dir=str(lake_dir or directory / "lake"),
+        spark_warehouse_dir=directory / "spark-warehouse",
     )
 
 
@@ -119,18 +124,49 @@ def dbt(
 
 
 def connect(settings: Settings):
-    """A read connection to the warehouse in UTC: DuckDB's, or one with its API on Postgres."""
+    """A read connection to the warehouse in UTC: DuckDB's, one with its API on Postgres, or on
+    the lake an in-memory DuckDB whose `flagsmith_raw` views read the files of complete loads."""
     if settings.warehouse == "postgres":
         return PostgresConnection()
+    if settings.warehouse == "spark":
+        return lake_connection(settings.lake_dir)
     connection = duckdb.connect(str(settings.duckdb_path), read_only=True)
     connection.execute("set TimeZone = 'UTC'")
     return connection
 
 
+def lake_connection(lake_dir: str):
+    """DuckDB views `flagsmith_raw.identity_webhooks`, `quarantined_webhooks` and `_dlt_loads`
+    over the lake's files, as readers must take them: only files of loads recorded complete."""
+    connection = duckdb.connect()
+    connection.execute("set TimeZone = 'UTC'")
+    connection.execute("create schema flagsmith_raw")
+    loads = lake.completed_loads(lake_dir, pipeline.DATASET)
+    connection.execute(
+        "create table flagsmith_raw._dlt_loads (load_id varchar, schema_name varchar, status int)"
+    )
+    for load_id, schema_name in loads.items():
+        connection.execute(
+            "insert into flagsmith_raw._dlt_loads values (?, ?, 0)", [load_id, schema_name]
+        )
+    for table in (pipeline.IDENTITY_TABLE, pipeline.QUARANTINE_TABLE):
+        files = lake.table_files(lake_dir, pipeline.DATASET, table, loads)
+        assert files, f"no file of a complete load for {table} in {lake_dir}"
+        listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+        connection.execute(
+            f"create view flagsmith_raw.{table} as select * from read_parquet([{listed}])"
+        )
+    return connection
+
+
 def landed_delivery_ids(settings: Settings) -> list[str]:
-    """Every delivery id in the raw identity table, duplicates kept (so tests can find them)."""
+    """Every delivery id in the raw identity table in a load recorded complete (what staging
+    reads), duplicates kept (so tests can find them)."""
     with connect(settings) as connection:
-        rows = connection.execute("select delivery_id from flagsmith_raw.identity_webhooks")
+        rows = connection.execute(
+            "select delivery_id from flagsmith_raw.identity_webhooks"
+            " where _dlt_load_id in (select load_id from flagsmith_raw._dlt_loads where status = 0)"
+        )
         return [row[0] for row in rows.fetchall()]
 
 

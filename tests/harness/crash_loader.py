@@ -9,7 +9,8 @@ moment of the second dlt load (the first commits normally) at which to die:
     claimed        a segment moved to claimed/, nothing read yet
     extracted      dlt extracted the load's batches into a load package, not normalized
     normalized     normalized, not loaded
-    loading        the identity rows appended to the raw table, the package not finished
+    loading        the identity rows appended to the raw table (or its file put into the lake),
+                   the package not finished
     committed      the raw tables have the load, the spool still has its segments
     releasing      half of the load's segments removed from the spool
 """
@@ -56,10 +57,10 @@ def main(point: str) -> None:
 
     import dlt
     from dlt.destinations.impl.duckdb import duck
+    from dlt.destinations.impl.filesystem import filesystem
 
     real_normalize = dlt.Pipeline.normalize
     real_load = dlt.Pipeline.load
-    real_copy = duck.DuckDbCopyJob.run
 
     def normalize(self, *args, **kwargs):
         if point == "extracted" and loads["n"] == 2:
@@ -71,14 +72,19 @@ def main(point: str) -> None:
             die()
         return real_load(self, *args, **kwargs)
 
-    def copy(job):
-        real_copy(job)
-        if point == "loading" and loads["n"] == 2 and "identity_webhooks" in job._file_path:
-            die()
+    def die_after(real_job):
+        def job(self):
+            real_job(self)
+            if point == "loading" and loads["n"] == 2 and "identity_webhooks" in self._file_path:
+                die()
+
+        return job
 
     dlt.Pipeline.normalize = normalize
     dlt.Pipeline.load = load
-    duck.DuckDbCopyJob.run = copy
+    # The job that appends a load's identity rows: a DuckDB copy, or a file put into the lake.
+    for job_class in (duck.DuckDbCopyJob, filesystem.FilesystemLoadJob):
+        job_class.run = die_after(job_class.run)
 
     real_release = SpoolReader.release
 
