@@ -273,6 +273,9 @@ def _assert_every_model_and_column_documented(environment):
     for key, node in models.items():
         assert node["description"].strip(), f"{node['name']} has no description"
         documented = {name: column["description"] for name, column in node["columns"].items()}
+        if node["config"]["materialized"] == "ephemeral":  # inlined: nothing built to compare
+            assert all(text.strip() for text in documented.values()), node["name"]
+            continue
         built = {name.lower() for name in catalog["nodes"][key]["columns"]}
         assert set(documented) == built, f"{node['name']}: documented {set(documented) ^ built}"
         assert all(text.strip() for text in documented.values()), f"{node['name']}: empty doc"

@@ -1,9 +1,10 @@
-{{ config(materialized='view') }}
+{{ config(materialized='ephemeral') }}
 
 {#- One row per identity and experiment it was exposed to (environment_id, identity,
     feature_id): its arm rows summed up. The first arm is the arm of the first experiment
     period; an identity whose periods span several arms is multi-arm. Features that are no
-    longer experiments drop out here, before the next run rebuilds the arm rows. -#}
+    longer experiments drop out here, before the next run rebuilds the arm rows. Ephemeral: the
+    two marts that read it inline it, so a scheduled build runs one node fewer. -#}
 
 with
 

@@ -112,7 +112,8 @@ first_exposures_counted as (
         feature_id,
         first_variant as variant,
         count(*) as first_exposures
-    from first_exposures
+    -- the relation, not the CTE: a CTE with two readers is kept whole by the warehouse
+    from {{ ref('flagsmith__first_exposures') }}
     {% if is_incremental() %}
     where
         first_exposed_at >= (select min(exposure_date) - 1 from days_to_recompute)

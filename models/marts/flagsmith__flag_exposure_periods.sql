@@ -113,15 +113,22 @@ evaluations_to_place as (
 ),
 
 tied_instants as (
-    -- (identity, received_at) shared by two deliveries of an identity: rare, found among the
-    -- deliveries (not the evaluations), so the common path needs no grouping or extra sort
+    -- (identity, received_at) shared by two deliveries of an identity: rare. A full build finds
+    -- them among the deliveries (50 times fewer rows than evaluations), an incremental run among
+    -- the evaluations it places (a tie with an old delivery re-reads that delivery's
+    -- evaluations, since a late evaluation splits the period holding its instant); either way
+    -- the common path needs no grouping or extra sort
+    {% if is_incremental() %}
+    select identity, received_at
+    from evaluations_to_place
+    group by identity, received_at
+    having count(distinct delivery_id) > 1
+    {% else %}
     select identity, received_at
     from {{ ref('stg_flagsmith__identity_webhooks') }}
-    {% if is_incremental() %}
-    where delivery_id in (select delivery_id from evaluations_to_place)
-    {% endif %}
     group by identity, received_at
     having count(*) > 1
+    {% endif %}
 ),
 
 single_evaluation_items as (
