@@ -58,7 +58,7 @@ arms_compared as (
         feature_name,
         arm,
         count(*) as identities,
-        sum(converted) as converted,
+        cast(sum(converted) as bigint) as converted,
         cast(sum(converted) as double precision) / count(*) as conversion_rate
     from exposures_converted
     group by environment_id, feature_id, feature_name, arm
