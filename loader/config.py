@@ -104,6 +104,8 @@ class Settings:
     # and Spark's SQL warehouse folder holding the marts.
     lake_dir: str = "data/lake"
     spark_warehouse_dir: Path = Path("data/spark-warehouse")
+    # Privacy: the key erasures are recorded by (HMAC of the identity).
+    erasure_key: bytes | None = None
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -140,6 +142,7 @@ class Settings:
             spark_warehouse_dir=Path(
                 env.get("FLAGSMITH_SPARK_WAREHOUSE_DIR") or "data/spark-warehouse"
             ).absolute(),
+            erasure_key=(env.get("FLAGSMITH_ERASURE_KEY") or "").encode("utf-8") or None,
         )
 
     @property

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from . import privacy
 from .config import Settings
 from .locks import exclusive
 from .spool import Delivery, SpoolReader
@@ -104,6 +105,7 @@ class LoadSummary:
     segments: int = 0
     batches: int = 0
     already_loaded: int = 0  # in segments a crashed run claimed, found committed and skipped
+    dropped_by_erasure: int = 0  # deliveries of erased identities (loader.privacy), not loaded
     corrupt_ranges: int = 0
     seconds: float = 0.0
     paths: list[Path] = field(default_factory=list)  # segments read (of one dlt load)
@@ -116,6 +118,7 @@ class LoadSummary:
             "segments",
             "batches",
             "already_loaded",
+            "dropped_by_erasure",
             "corrupt_ranges",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -129,6 +132,11 @@ class LoadSummary:
             + (
                 f"; {self.already_loaded} already loaded by an interrupted run, skipped"
                 if self.already_loaded
+                else ""
+            )
+            + (
+                f"; {self.dropped_by_erasure} deliveries of erased identities dropped"
+                if self.dropped_by_erasure
                 else ""
             )
             + (
@@ -366,12 +374,18 @@ def load(
             pipeline,
             lambda p: _run(p, _resource([to_tables([])], create=True), **warehouse.run_options),
         )
+        # Read once per run, under the session's locks: `forget` records an erasure before it
+        # deletes, and waits for loads in progress before deleting (loader.privacy).
+        erasures = privacy.loader_filter(settings, pipeline)
         while max_batches is None or summary.batches < max_batches:
             budget = None if max_batches is None else max_batches - summary.batches
-            group = _load_group(pipeline, warehouse, reader, recovering, budget, create)
+            group = _load_group(pipeline, warehouse, reader, recovering, budget, create, erasures)
             create = False
             if not group.paths:
                 break
+            # The audit of what was dropped is written after the load commits; a crash before
+            # the segments are released can count those deliveries again on the retry.
+            privacy.record_dropped(settings, pipeline, erasures)
             warehouse.after_load()
             reader.release(group.paths)
             summary.add(group)
@@ -389,6 +403,7 @@ def _load_group(
     recovering: list[Path],
     max_batches: int | None,
     create: bool = False,
+    erasures: privacy.ErasureFilter | None = None,
 ) -> LoadSummary:
     """One dlt load of about `settings.commit_size` deliveries, read `batch_size` at a time.
 
@@ -405,6 +420,10 @@ def _load_group(
         batch = _take_batch(reader, recovering, settings.batch_size, group)
         paths = [path for path, _ in batch]
         deliveries = [delivery for _, found in batch for delivery in found]
+        if erasures:
+            kept = erasures.keep(deliveries)
+            group.dropped_by_erasure += len(deliveries) - len(kept)
+            deliveries = kept
         if maybe_loaded.intersection(paths):
             return paths, deliveries, None  # filtered in the caller's thread, through dlt
         return paths, deliveries, to_tables(deliveries)

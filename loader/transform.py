@@ -6,6 +6,7 @@ state in-process), and `run --every` can repeat it for days without growing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -66,20 +67,24 @@ SCHEDULED_BUILD = ("--exclude-resource-type", "unit_test")
 
 
 def run_dbt(
-    settings: Settings, command: str | Sequence[str] = "build", extra: Sequence[str] = ()
+    settings: Settings,
+    command: str | Sequence[str] = "build",
+    extra: Sequence[str] = (),
+    *,
+    lock: bool = True,
 ) -> int:
     """Run `dbt <command>`; returns dbt's exit code.
 
     On a DuckDB file it waits for the loader (one writer per file). On Postgres the loaders of
     every node keep loading while it runs (staging picks up whole committed loads only), but
     two dbt runs on one schema at once would both append the same loads: each waits for the
-    other through an advisory lock in the database.
+    other through an advisory lock in the database. `lock=False`: the caller holds that lock.
     """
     args = dbt_command(settings, command, extra)
     env = dbt_environment(settings)
-    lock = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
+    held = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
     results = target_path(settings) / "run_results.json"
-    with lock:
+    with held if lock else contextlib.nullcontext():
         results.unlink(missing_ok=True)
         status = subprocess.call(args, env=env)
     for line in warnings(results):

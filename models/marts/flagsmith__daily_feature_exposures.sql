@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'flagsmith__flag_evaluations', ['exposure_date', 'environment_id', 'feature_id']
+    'flagsmith__flag_evaluations', ['exposure_date', 'environment_id', 'feature_id'],
+    rebuild_after_erasure=true
 )) }}
 
 {#- Per UTC day of received_at, feature and variant: identities evaluated that day in that variant,
@@ -20,7 +21,7 @@ new_evaluations as (
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
-{% if is_incremental() %}
+{% if flagsmith_warehouse.is_incremental_run() %}
 pairs_first_seen_now as (
     -- pairs whose first exposure is one of the new evaluations: pairs new to the feature, or a
     -- late delivery that came before everything known of the pair
@@ -64,7 +65,7 @@ days_to_recompute as (
         environment_id,
         feature_id
     from new_evaluations
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     union
     select exposure_date, environment_id, feature_id from earlier_first_exposure_days
     {% endif %}
@@ -79,7 +80,7 @@ day_evaluations as (
         identity,
         transform_batch_at
     from {{ ref('flagsmith__flag_evaluations') }}
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     where
         received_at >= (select min(exposure_date) - 1 from days_to_recompute)
         and ({{ flagsmith_warehouse.utc_date('received_at') }}, environment_id, feature_id) in (
@@ -114,7 +115,7 @@ first_exposures_counted as (
         count(*) as first_exposures
     -- the relation, not the CTE: a CTE with two readers is kept whole by the warehouse
     from {{ ref('flagsmith__first_exposures') }}
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     where
         first_exposed_at >= (select min(exposure_date) - 1 from days_to_recompute)
         and ({{ flagsmith_warehouse.utc_date('first_exposed_at') }}, environment_id, feature_id) in (
