@@ -138,18 +138,25 @@ class ErasureFilter:
     def __bool__(self) -> bool:
         return bool(self.erasures)
 
-    def erasure_of(self, delivery: Delivery) -> Erasure | None:
-        """The erasure that covers this delivery, if one does."""
+    def covers(self, body: bytes, received_at: datetime) -> Erasure | None:
+        """The erasure that covers a body received then, if one does; counted in `dropped`."""
+        erasure = self._covering(body, received_at)
+        if erasure is not None:
+            scope = (erasure.identity_hmac, erasure.environment_id)
+            self.dropped[scope] = self.dropped.get(scope, 0) + 1
+        return erasure
+
+    def _covering(self, body: bytes, received_at: datetime) -> Erasure | None:
         if not self._by_hash:
             return None
-        address = delivery_address(delivery.body)
+        address = delivery_address(body)
         if address is None:
             return None
         identity, environment = address
         assert self.key is not None
         for erasure in self._by_hash.get(identity_hmac(self.key, identity), ()):
             in_scope = erasure.environment_id is None or erasure.environment_id == environment
-            if in_scope and delivery.received_at <= erasure.erased_at:
+            if in_scope and _utc(received_at) <= erasure.erased_at:
                 return erasure
         return None
 
@@ -157,15 +164,7 @@ class ErasureFilter:
         """The deliveries no erasure covers; the others are counted in `dropped`."""
         if not self._by_hash:
             return deliveries
-        kept = []
-        for delivery in deliveries:
-            erasure = self.erasure_of(delivery)
-            if erasure is None:
-                kept.append(delivery)
-            else:
-                scope = (erasure.identity_hmac, erasure.environment_id)
-                self.dropped[scope] = self.dropped.get(scope, 0) + 1
-        return kept
+        return [d for d in deliveries if self.covers(d.body, d.received_at) is None]
 
 
 def read_erasures(execute) -> list[Erasure]:

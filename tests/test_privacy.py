@@ -301,3 +301,30 @@ def test_forget_command_needs_the_key_and_says_what_it_removed(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "forgot 1 identity: 1 deliveries" in done.stderr
     assert "cli-person" not in done.stdout + done.stderr
+
+
+def test_import_of_an_older_export_skips_erased_deliveries(tmp_path):
+    from loader.history import export, import_
+
+    settings = _settings(tmp_path / "node")
+    at = datetime.now(UTC) - timedelta(hours=2)
+    land(
+        settings,
+        [
+            Posted(body(identity, [flag(1, "f")]), at + timedelta(minutes=n))
+            for n, identity in enumerate(["old-x", "old-y", "old-x"])
+        ],
+    )
+    export(settings, tmp_path / "backup")
+    forget(settings, ["old-x"], transform=False)
+    summary = import_(settings, tmp_path / "backup")
+    assert (summary.identity_webhooks, summary.skipped, summary.erased) == (0, 1, 2)
+    with connect(settings) as connection:
+        rows = connection.execute(
+            "select json_extract_string(payload, '$.identity') from flagsmith_raw.identity_webhooks"
+        ).fetchall()
+        audit = connection.execute(
+            "select action, rows_removed from flagsmith_raw.erasures order by erased_at"
+        ).fetchall()
+    assert rows == [("old-y",)]
+    assert audit == [(FORGET, 2), (DROPPED_AT_LOAD, 2)]
