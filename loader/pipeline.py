@@ -254,12 +254,16 @@ def row_groups(table: pa.Table, limit: int | None = None) -> list[pa.Table]:
     return pieces
 
 
-def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
+def to_tables(
+    deliveries: Iterable[Delivery], strip: frozenset[str] = frozenset()
+) -> tuple[pa.Table, pa.Table]:
     """Arrow tables for the two raw tables.
 
     Bodies are not parsed here: the receiver classified each one when it arrived, and the spool
     record carrying that verdict is checksummed. An identity body becomes the JSON column as is
-    (arrow checks that it is UTF-8 in C); a quarantined one is kept as text and base64.
+    (arrow checks that it is UTF-8 in C); a quarantined one is kept as text and base64. With
+    `strip` (FLAGSMITH_STRIP_TRAIT_KEYS), identity bodies lose those traits first and the table
+    gains `stripped_trait_keys`; `body_sha256` stays the hash of the body as received.
     """
     identity = [d for d in deliveries if d.kind == "identity"]
     quarantine = [d for d in deliveries if d.kind != "identity"]
@@ -273,6 +277,16 @@ def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
         [*_common_columns(identity), payloads, _ids(identity)],
         schema=IDENTITY_SCHEMA,
     )
+    if strip:
+        stripped = [privacy.strip_traits(d.body, strip) for d in identity]
+        identity_table = identity_table.set_column(
+            IDENTITY_SCHEMA.get_field_index("payload"),
+            IDENTITY_SCHEMA.field("payload"),
+            pa.array([b for b, _ in stripped], pa.binary()).cast(pa.string()),
+        ).append_column(
+            pa.field("stripped_trait_keys", pa.string()),
+            pa.array([keys for _, keys in stripped], pa.string()),
+        )
     quarantine_table = pa.Table.from_arrays(
         [
             *_common_columns(quarantine),
@@ -413,6 +427,7 @@ def _load_group(
     to release once the load has committed; no segment is claimed beyond this load.
     """
     settings = warehouse.settings
+    strip = frozenset(settings.excluded_trait_keys) if settings.strip_trait_keys else frozenset()
     group = LoadSummary()
     maybe_loaded = set(recovering)
 
@@ -426,7 +441,7 @@ def _load_group(
             deliveries = kept
         if maybe_loaded.intersection(paths):
             return paths, deliveries, None  # filtered in the caller's thread, through dlt
-        return paths, deliveries, to_tables(deliveries)
+        return paths, deliveries, to_tables(deliveries, strip)
 
     def batches():
         try:
@@ -446,7 +461,7 @@ def _load_group(
                     kept = _not_yet_loaded(pipeline, warehouse, deliveries)
                     group.already_loaded += len(deliveries) - len(kept)
                     deliveries = kept
-                    tables = to_tables(deliveries)
+                    tables = to_tables(deliveries, strip)
                 group.paths += paths
                 group.batches += 1
                 group.deliveries += len(deliveries)

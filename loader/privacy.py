@@ -226,6 +226,27 @@ def _utc(value) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# --- trait keys stripped at load -------------------------------------------------------------
+
+
+def strip_traits(body: bytes, keys: frozenset[str]) -> tuple[bytes, str | None]:
+    """The body without the traits whose trait_key is in `keys`, and the keys removed (sorted,
+    comma-joined; None when none were, and then the body is returned as it came). A body that
+    keeps all its traits stays byte for byte; one that loses some is re-serialised."""
+    if not keys:
+        return body, None
+    document = orjson.loads(body)
+    traits = document.get("traits") if isinstance(document, dict) else None
+    if not isinstance(traits, list):
+        return body, None
+    kept = [t for t in traits if not (isinstance(t, dict) and t.get("trait_key") in keys)]
+    if len(kept) == len(traits):
+        return body, None
+    removed = sorted({t["trait_key"] for t in traits if t not in kept})
+    document["traits"] = kept
+    return orjson.dumps(document), ",".join(removed)
+
+
 # --- forget ---------------------------------------------------------------------------------
 
 

@@ -142,13 +142,22 @@
 
 
 {% macro current_state() -%}
-    {#- The text this model's rows depend on besides its input, or none: what the macro named by
-        config `flagsmith_rebuild_state` returns, and with `flagsmith_rebuild_after_erasure` the
+    {#- The text this model's rows depend on besides its input, or none: the excluded trait
+        keys (every incremental model: staging leaves those traits out, so a change rebuilds
+        everything, as a full refresh would), what the macro named by config
+        `flagsmith_rebuild_state` returns, and with `flagsmith_rebuild_after_erasure` the
         completed erasures (`erasure_state`). -#}
     {%- set parts = [] -%}
+    {%- set excluded = flagsmith_warehouse.excluded_trait_keys_state() -%}
+    {%- if excluded -%}
+        {%- do parts.append(excluded) -%}
+    {%- endif -%}
     {%- set macro_name = config.get('flagsmith_rebuild_state') -%}
     {%- if macro_name -%}
-        {%- do parts.append(flagsmith_warehouse[macro_name]()) -%}
+        {%- set own = flagsmith_warehouse[macro_name]() -%}
+        {%- if own -%}
+            {%- do parts.append(own) -%}
+        {%- endif -%}
     {%- endif -%}
     {%- if config.get('flagsmith_rebuild_after_erasure') -%}
         {%- set erasures = flagsmith_warehouse.erasure_state() -%}
@@ -190,12 +199,16 @@
     {%- if not (is_incremental() and execute) -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set state = flagsmith_warehouse.current_state() -%}
-    {%- if state is none -%}
+    {%- if not config.get('flagsmith_replace_by') -%}
         {{ return(false) }}
     {%- endif -%}
+    {#- No state and none recorded are the same: a model whose state is empty until an option
+        is set does not rebuild on its first run after an upgrade, and does when the option is
+        unset again. -#}
+    {%- set state = flagsmith_warehouse.current_state() or '' -%}
     {%- set recorded = flagsmith_warehouse.recorded_watermark() -%}
-    {{ return(recorded is none or recorded['recorded_state'] != state) }}
+    {%- set recorded_state = (recorded['recorded_state'] if recorded else none) or '' -%}
+    {{ return(recorded_state != state) }}
 {%- endmacro %}
 
 
@@ -370,7 +383,7 @@
             received_at,
             transform_batch_at
         from webhooks
-        {% if is_incremental() %}
+        {% if flagsmith_warehouse.is_incremental_run() %}
         where ({{ scope }}, identity) in (
             select environment_scope, identity from identities_with_new_deliveries
         )

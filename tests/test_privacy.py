@@ -328,3 +328,123 @@ def test_import_of_an_older_export_skips_erased_deliveries(tmp_path):
         ).fetchall()
     assert rows == [("old-y",)]
     assert audit == [(FORGET, 2), (DROPPED_AT_LOAD, 2)]
+
+
+SECRET_KEY = "secret_email"
+SECRET_VALUE = "pii-3c9e1b@example.com"
+
+
+def _with_secret_trait(posted: Posted, number: int) -> Posted:
+    document = orjson.loads(posted.body)
+    if number % 4 == 0:
+        document.setdefault("traits", []).append(
+            {"trait_key": SECRET_KEY, "trait_value": SECRET_VALUE}
+        )
+    return Posted(orjson.dumps(document), posted.at, posted.environment_key)
+
+
+def _without_secret_trait(raw_row: tuple) -> tuple:
+    delivery_id, at, key, payload = raw_row
+    document = orjson.loads(payload)
+    document["traits"] = [
+        t for t in document.get("traits") or [] if t.get("trait_key") != SECRET_KEY
+    ]
+    return delivery_id, at, key, orjson.dumps(document)
+
+
+def test_excluded_trait_keys_reach_no_model_and_a_change_rebuilds_exactly(tmp_path):
+    assert_excluded_trait_keys_reach_no_model(tmp_path)
+
+
+def test_excluded_trait_keys_on_postgres(tmp_path, postgres_database):
+    assert_excluded_trait_keys_reach_no_model(tmp_path, "postgres")
+
+
+def assert_excluded_trait_keys_reach_no_model(tmp_path, warehouse: str = "duckdb") -> None:
+    from .marts import raw_rows
+    from .oracle import build_marts
+
+    settings = _settings(tmp_path / "node", warehouse)
+    batches = _batches(6, 400)
+    counter = iter(range(10_000))
+    batches = [[_with_secret_trait(p, next(counter)) for p in batch] for batch in batches]
+    excluded = ["--vars", '{"flagsmith__excluded_trait_keys": "' + SECRET_KEY + ', other"}']
+    for number, batch in enumerate(batches):
+        land(settings, batch)
+        chosen = excluded if number in (1, 2) else []  # set from the second batch, then unset
+        result = dbt(settings, "build", *chosen)
+        assert result.returncode == 0, result.output[-4000:]
+        with connect(settings) as connection:
+            mentions = [
+                where
+                for needle in (SECRET_KEY, SECRET_VALUE)
+                for where in _text_mentions(connection, needle)
+                if where.startswith("flagsmith.")
+            ]
+            raw = raw_rows(connection)
+        if chosen:
+            assert mentions == [], mentions
+        else:
+            assert "flagsmith.flagsmith__trait_history.trait_key" in mentions
+        if number in (2, 3):  # right after a run with the keys, and right after unsetting them
+            refreshed = _settings(tmp_path / f"refreshed-{number}", warehouse)
+            full_schema = "flagsmith" if warehouse == "duckdb" else "flagsmith_full"
+            if warehouse == "duckdb":
+                shutil.copy(settings.duckdb_path, refreshed.duckdb_path)
+            result = dbt(refreshed, "build", "--full-refresh", *chosen, schema=full_schema)
+            assert result.returncode == 0, result.output[-4000:]
+            oracle = build_marts([_without_secret_trait(r) for r in raw] if chosen else raw)
+            with connect(settings) as incremental, connect(refreshed) as full:
+                for name in COLUMNS:
+                    actual = fetch_mart(incremental, name)
+                    assert_mart_equal(
+                        actual, fetch_mart(full, name, full_schema), f"{name} (vs full)"
+                    )
+                    want = sorted(oracle[name], key=lambda row: [str(v) for v in row.values()])
+                    got = sorted(actual, key=lambda row: [str(v) for v in row.values()])
+                    assert_mart_equal(got, want, f"{name} (vs oracle)")
+                for name in [*COLUMNS, *INTERMEDIATE_TABLES]:
+                    assert every_row(incremental, name) == every_row(full, name, full_schema), name
+
+
+def test_stripped_trait_keys_never_reach_the_warehouse(tmp_path):
+    import hashlib
+
+    from loader.config import Settings
+
+    with pytest.raises(ConfigError, match="FLAGSMITH_EXCLUDED_TRAIT_KEYS"):
+        Settings.from_env({"FLAGSMITH_STRIP_TRAIT_KEYS": "1"})
+    configured = Settings.from_env(
+        {"FLAGSMITH_STRIP_TRAIT_KEYS": "1", "FLAGSMITH_EXCLUDED_TRAIT_KEYS": f"{SECRET_KEY}, x"}
+    )
+    assert configured.excluded_trait_keys == (SECRET_KEY, "x") and configured.strip_trait_keys
+    settings = _settings(tmp_path / "node").with_overrides(
+        excluded_trait_keys=configured.excluded_trait_keys, strip_trait_keys=True
+    )
+    at = datetime(2026, 11, 2, tzinfo=UTC)
+    posted = [
+        _with_secret_trait(
+            Posted(
+                body(f"person-{n}", [flag(1, "f")], [{"trait_key": "plan", "trait_value": "pro"}]),
+                at + timedelta(minutes=n),
+            ),
+            n,
+        )
+        for n in range(8)
+    ]
+    assert land(settings, posted) == 8
+    with connect(settings) as connection:
+        rows = connection.execute(
+            "select cast(payload as varchar), body_sha256, stripped_trait_keys "
+            "from flagsmith_raw.identity_webhooks order by received_at"
+        ).fetchall()
+        assert _text_mentions(connection, SECRET_VALUE) == []
+    for (payload, sha, stripped), sent in zip(rows, posted, strict=True):
+        assert sha == hashlib.sha256(sent.body).hexdigest()
+        if SECRET_VALUE.encode() in sent.body:
+            assert stripped == SECRET_KEY
+            assert orjson.loads(payload)["traits"] == [{"trait_key": "plan", "trait_value": "pro"}]
+        else:
+            assert stripped is None and payload.encode() == sent.body  # untouched, byte for byte
+    result = dbt(settings, "build", "--vars", '{"flagsmith__excluded_trait_keys": "x"}')
+    assert result.returncode == 0, result.output[-4000:]
