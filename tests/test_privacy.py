@@ -52,10 +52,10 @@ def _raw_delivery_bodies(settings) -> list[bytes]:
 
 
 def assert_erasures_between_incremental_runs_equal_a_full_refresh(
-    tmp_path, warehouse: str = "duckdb"
+    tmp_path, warehouse: str = "duckdb", seed: int = 5
 ) -> None:
     settings = _settings(tmp_path / "incremental", warehouse)
-    batches = _batches(5, 600)
+    batches = _batches(seed, 600)  # the randomized streams of tests/test_incremental.py
     stream = [posted for batch in batches for posted in batch]
     counts: dict[tuple[str, int | None], int] = {}
     for posted in stream:
@@ -136,8 +136,9 @@ def assert_erasures_between_incremental_runs_equal_a_full_refresh(
     assert any(action == DROPPED_AT_LOAD for _, _, action, _ in audit)
 
 
-def test_erasures_between_incremental_runs_equal_a_full_refresh_and_the_oracle(tmp_path):
-    assert_erasures_between_incremental_runs_equal_a_full_refresh(tmp_path)
+@pytest.mark.parametrize("seed", [5, 11])
+def test_erasures_between_incremental_runs_equal_a_full_refresh_and_the_oracle(tmp_path, seed):
+    assert_erasures_between_incremental_runs_equal_a_full_refresh(tmp_path, seed=seed)
 
 
 def test_erasures_between_incremental_runs_on_postgres(tmp_path, postgres_database):
