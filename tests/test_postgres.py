@@ -24,6 +24,7 @@ from loader.simulate import generate, post_all
 from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart, mart_columns
 from .oracle import COLUMNS
 from .postgres import PostgresConnection
+from .test_reporting_timezone import check_zone_change_mid_history
 from .test_end_to_end import (
     check_scripted_sequence_through_http_run_and_marts,
     check_simulated_traffic_marts_equal_the_independent_oracle,
@@ -337,3 +338,9 @@ def test_node_id_names_the_pipeline_and_staging_schema(tmp_path):
     for bad in ("eu-1", "a" * 33, "ü"):
         with pytest.raises(ConfigError, match="FLAGSMITH_NODE_ID"):
             Settings.from_env({"FLAGSMITH_NODE_ID": bad})
+
+
+def test_a_zone_change_mid_history_rebuilds_the_daily_marts_on_postgres(
+    tmp_path, monkeypatch, postgres_database
+):
+    check_zone_change_mid_history(tmp_path, monkeypatch, "postgres")
