@@ -24,7 +24,6 @@ from loader.simulate import generate, post_all
 from .marts import assert_mart_equal, every_row, expected_marts, fetch_mart, mart_columns
 from .oracle import COLUMNS
 from .postgres import PostgresConnection
-from .test_reporting_timezone import check_zone_change_mid_history
 from .test_end_to_end import (
     check_scripted_sequence_through_http_run_and_marts,
     check_simulated_traffic_marts_equal_the_independent_oracle,
@@ -36,6 +35,7 @@ from .test_incremental import (
     OPTIONS,
     assert_incremental_builds_equal_a_full_refresh_and_the_oracle,
 )
+from .test_reporting_timezone import check_zone_change_mid_history
 from .warehouse import Posted, connect, dbt, deliveries, land, simulated, warehouse_settings
 
 
