@@ -95,11 +95,12 @@ def write_history(spool_dir: Path, history: list[SimulatedDelivery], secret: byt
     for the demo's secret, and nothing else in the project writes `simulated`. It is not a way
     for real deliveries to skip the receiver: there is no command or URL that takes bodies into
     this path."""
+    for delivery in history:
+        if not hmac.compare_digest(sign(delivery.body, secret), delivery.signature):
+            raise ValueError("write_history takes only deliveries the simulator signed")
     writer = SpoolWriter(spool_dir, segment_bytes=8 << 20, segment_seconds=3600)
     try:
         for delivery in history:
-            if not hmac.compare_digest(sign(delivery.body, secret), delivery.signature):
-                raise ValueError("write_history takes only deliveries the simulator signed")
             verdict = classify(delivery.body)
             writer.append(
                 Delivery(

@@ -322,3 +322,21 @@ def test_load_on_a_terminal_shows_progress(tmp_path):
     text = output.decode()
     assert "\rloaded 2 deliveries in 1 batches" in text and "waiting:" in text
     assert "loaded 6 deliveries (6 identity webhooks, 0 quarantined)" in text
+
+
+def test_the_demo_history_takes_only_bodies_the_simulator_signed(tmp_path):
+    from loader.demo import write_history
+    from loader.simulate import Delivery as Simulated
+    from loader.simulate import generate
+
+    stream = generate(5, seed=3, secret=b"demo")
+    forged = Simulated(b'{"identity": "mallory"}', stream[0].signature, None, stream[0].at)
+    with pytest.raises(ValueError, match="only deliveries the simulator signed"):
+        write_history(tmp_path / "spool", [*stream, forged], b"demo")
+    assert not list(iter_all_deliveries(tmp_path / "spool")), "nothing written"
+
+    assert write_history(tmp_path / "spool", stream, b"demo") == 5
+    written = list(iter_all_deliveries(tmp_path / "spool"))
+    assert [(d.body, d.received_at, d.signature_status) for d in written] == [
+        (s.body, s.at, "simulated") for s in stream
+    ]
