@@ -27,36 +27,36 @@ pairs_first_seen_now as (
     -- pairs whose first exposure is one of the new evaluations: pairs new to the feature, or a
     -- late delivery that came before everything known of the pair
     select
-        new_starts.environment_id,
-        new_starts.identity,
-        new_starts.feature_id
+        environment_id,
+        identity,
+        feature_id
     from (
         select environment_id, identity, feature_id, min(received_at) as first_new_at
         from new_evaluations
         group by environment_id, identity, feature_id
     ) as new_starts
-    inner join first_exposures
-        on
-            new_starts.environment_id = first_exposures.environment_id
-            and new_starts.identity = first_exposures.identity
-            and new_starts.feature_id = first_exposures.feature_id
-            and new_starts.first_new_at = first_exposures.first_exposed_at
+    where (environment_id, identity, feature_id, first_new_at) in (
+        select environment_id, identity, feature_id, first_exposed_at
+        from first_exposures
+    )
 ),
 
 earlier_first_exposure_days as (
-    -- the day those pairs were first exposed before this run (if they were): it loses one
+    -- the day those pairs were first exposed before this run (if they were): it loses one.
+    -- Semi-joins here and in pairs_first_seen_now, not inner joins: with inner joins DuckDB
+    -- misjudges the pairs as many, then aggregates the whole history before joining or hashes
+    -- it, seconds per 5 million evaluations even when no pair qualifies.
     select
-        all_evaluations.environment_id,
-        all_evaluations.feature_id,
-        {{ flagsmith_warehouse.local_date('min(all_evaluations.received_at)') }} as exposure_date
-    from {{ ref('flagsmith__flag_evaluations') }} as all_evaluations
-    inner join pairs_first_seen_now as pairs
-        on
-            all_evaluations.environment_id = pairs.environment_id
-            and all_evaluations.identity = pairs.identity
-            and all_evaluations.feature_id = pairs.feature_id
-    where not ({{ flagsmith_warehouse.new_input_condition() }})
-    group by all_evaluations.environment_id, all_evaluations.identity, all_evaluations.feature_id
+        environment_id,
+        feature_id,
+        {{ flagsmith_warehouse.local_date('min(received_at)') }} as exposure_date
+    from {{ ref('flagsmith__flag_evaluations') }}
+    where
+        (environment_id, identity, feature_id) in (
+            select environment_id, identity, feature_id from pairs_first_seen_now
+        )
+        and not ({{ flagsmith_warehouse.new_input_condition() }})
+    group by environment_id, identity, feature_id
 ),
 {% endif %}
 
