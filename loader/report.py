@@ -259,7 +259,7 @@ def experiment_chart(experiment: Experiment) -> str:
         axes.step(days, [totals[arm] for _, totals in rows], where="post", label=arm)
     axes.set_ylabel("identities")
     axes.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
-    axes.legend(frameon=False, fontsize=9, loc="upper left")
+    axes.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.autofmt_xdate()
     return _svg(figure)
 
@@ -276,7 +276,8 @@ def segments_chart(environment_label: str, series: list[SegmentSeries]) -> str:
         )
     axes.set_ylabel("members")
     axes.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
-    axes.legend(frameon=False, fontsize=9, loc="upper left", ncols=2)
+    # beside the plot, not over it: a segment's line may run anywhere
+    axes.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.autofmt_xdate()
     return _svg(figure)
 
@@ -312,6 +313,9 @@ svg { max-width: 100%; height: auto; }
 local dates in {{ zone }}.</p>
 
 <h2>Experiments</h2>
+<p class="meta">Identities by the arm of their first experiment period, cumulative: the counts
+the sample-ratio check compares with the split's latest shares (a test ramped mid-way shows as a
+mismatch; docs/experiments.md).</p>
 {% if not experiments %}<p>No experiment has exposed anyone yet.</p>{% endif %}
 {% for e in experiments %}
 <section class="experiment" id="experiment-{{ e.environment_id }}-{{ e.feature_id }}">
@@ -335,13 +339,16 @@ local dates in {{ zone }}.</p>
 {% endfor %}
 
 <h2>Segments</h2>
+<p class="meta">Members at the end of each day: identities whose latest delivery so far lists
+them as members (flagsmith__daily_segment_memberships). An identity counts from its first
+delivery on, so the first days of a history climb as identities are first seen.</p>
 {% if not segment_groups %}<p>No segment has had a member yet.</p>{% endif %}
 {% for label, chart, series in segment_groups %}
 <section class="segments">
 {{ chart | safe }}
 {% for s in series %}
 <details class="segment" id="segment-{{ s.environment_id }}-{{ s.segment_id }}">
-<summary>{{ s.name }} (environment {{ label }}):
+<summary>{{ s.name }}, environment {{ label }}:
  {{ s.days[-1][1] }} members on {{ s.days[-1][0] }}</summary>
 <table>
 <tr><th>date</th><th>members</th><th>entered</th><th>exited</th></tr>
