@@ -456,7 +456,9 @@ def node_split(runs: list[dict]) -> dict:
     }
 
 
-def source_fingerprint(root: Path = ROOT) -> str:
+def source_fingerprint(root: Path | None = None) -> str:
+    """A hash of the dbt project's files under ``root`` (default: ROOT, this tree)."""
+    root = root or ROOT
     digest = hashlib.sha256()
     for name in PROJECT_FILES:
         path = root / name
