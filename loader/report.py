@@ -56,13 +56,19 @@ class Experiment:
     srm_chi_square: float | None
     srm_degrees_of_freedom: int | None
     srm_p_value: float | None
+    last_exposed_date: date | None = None  # local date of the latest experiment evaluation
     # arm -> [(local date, identities whose first arm it is, first exposed that day)]
     new_by_arm: dict[str, list[tuple[date, int]]] = field(default_factory=dict)
     chart: str = ""  # the SVG, once drawn
 
     @property
     def dates(self) -> list[date]:
-        return sorted({day for rows in self.new_by_arm.values() for day, _ in rows})
+        """Dates with a first exposure, and the last date anyone was exposed: the chart runs on
+        to where the test stands now, not to its last newcomer."""
+        days = {day for rows in self.new_by_arm.values() for day, _ in rows}
+        if days and self.last_exposed_date is not None:
+            days.add(max(self.last_exposed_date, max(days)))
+        return sorted(days)
 
     def cumulative(self) -> list[tuple[date, dict[str, int]]]:
         """Per date, identities per arm so far (by first arm)."""
@@ -185,10 +191,12 @@ def read_marts(settings: Settings, zone: str) -> tuple[list[Experiment], list[Se
                 srm_chi_square=row[5],
                 srm_degrees_of_freedom=row[6],
                 srm_p_value=row[7],
+                last_exposed_date=row[8],
             )
             for row in execute(
                 "select environment_id, feature_id, feature_name, identities_exposed,"
-                " multi_arm_identities, srm_chi_square, srm_degrees_of_freedom, srm_p_value"
+                " multi_arm_identities, srm_chi_square, srm_degrees_of_freedom, srm_p_value,"
+                f" cast(last_exposed_at at time zone '{zone}' as date)"
                 f" from {schema}.flagsmith__experiments"
             )
         }

@@ -112,7 +112,8 @@ def test_the_report_shows_the_marts_figures(built, tmp_path):
 
     with connect(built) as connection:
         experiments = connection.execute(
-            "select environment_id, feature_id, identities_exposed, srm_p_value"
+            "select environment_id, feature_id, identities_exposed, srm_p_value,"
+            " cast(last_exposed_at at time zone 'UTC' as date)"
             " from flagsmith.flagsmith__experiments"
         ).fetchall()
         first_arms = connection.execute(
@@ -125,12 +126,12 @@ def test_the_report_shows_the_marts_figures(built, tmp_path):
         ).fetchall()
 
     assert len(experiments) >= 2
-    assert any(p is not None for *_, p in experiments), "an SRM p-value to show"
+    assert any(row[3] is not None for row in experiments), "an SRM p-value to show"
     assert set(page.experiments) == {f"experiment-{e}-{f}" for e, f, *_ in experiments}
     arms_per_experiment = defaultdict(dict)
     for environment_id, feature_id, arm, count in first_arms:
         arms_per_experiment[f"experiment-{environment_id}-{feature_id}"][arm] = count
-    for environment_id, feature_id, exposed, p_value in experiments:
+    for environment_id, feature_id, exposed, p_value, last_day in experiments:
         shown = page.experiments[f"experiment-{environment_id}-{feature_id}"]
         assert (float(shown["p"]) if shown["p"] else None) == p_value
         if p_value is None:
@@ -144,6 +145,7 @@ def test_the_report_shows_the_marts_figures(built, tmp_path):
         last = dict(zip(shown["arms"], map(int, shown["rows"][-1][1:]), strict=True))
         assert last == expected  # the cumulative identities by first arm at the end
         assert sum(last.values()) == exposed
+        assert shown["rows"][-1][0] == str(last_day)  # the chart runs to the last exposure
         counts = [list(map(int, row[1:])) for row in shown["rows"]]
         for earlier, later in pairwise(counts):
             assert all(a <= b for a, b in zip(earlier, later, strict=True)), "cumulative"
