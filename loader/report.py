@@ -265,6 +265,7 @@ def experiment_chart(experiment: Experiment) -> str:
     days = [day for day, _ in rows]
     for arm in experiment.new_by_arm:
         axes.step(days, [totals[arm] for _, totals in rows], where="post", label=arm)
+    axes.set_ylim(bottom=0)  # counts: an axis from zero does not exaggerate a gap
     axes.set_ylabel("identities")
     axes.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
     axes.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -282,6 +283,7 @@ def segments_chart(environment_label: str, series: list[SegmentSeries]) -> str:
             [members for _, members, _, _ in segment.days],
             label=segment.name,
         )
+    axes.set_ylim(bottom=0)
     axes.set_ylabel("members")
     axes.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
     # beside the plot, not over it: a segment's line may run anywhere
