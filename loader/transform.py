@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from .config import Settings, project_dir
+from .status import recorded_step
 from .warehouses import for_settings
 
 
@@ -79,12 +81,42 @@ def run_dbt(
     env = dbt_environment(settings)
     lock = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
     results = target_path(settings) / "run_results.json"
-    with lock:
+    building = command in ("build", "run")
+    with lock, recorded_step(settings, "transform") if building else nullcontext({}) as record:
         results.unlink(missing_ok=True)
         status = subprocess.call(args, env=env)
+        if building:
+            record.update(_recorded_outcome(settings, status, results))
     for line in warnings(results):
         print(line, file=sys.stderr)
     return status
+
+
+def _recorded_outcome(settings: Settings, status: int, results: Path) -> dict[str, object]:
+    """What `status` shows of this transform: dbt's exit code and counts, and the newest delivery
+    in the raw tables and the marts, read while the warehouse is still this process's."""
+    from .status import WarehouseUnavailable, warehouse_figures
+
+    outcome: dict[str, object] = {
+        "result": "success" if status == 0 else f"failed (dbt exit code {status})",
+        "dbt_exit_code": status,
+    }
+    try:
+        counts: dict[str, int] = {}
+        for result in json.loads(results.read_text())["results"]:
+            counts[result.get("status", "unknown")] = counts.get(result.get("status"), 0) + 1
+        outcome["dbt_results"] = counts
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        figures = warehouse_figures(settings, take_lock=False)
+    except WarehouseUnavailable as unavailable:
+        outcome["figures_error"] = str(unavailable)
+    else:
+        for name in ("raw_newest_received_at", "marts_newest_received_at"):
+            value = getattr(figures, name)
+            outcome[name] = None if value is None else value.isoformat()
+    return outcome
 
 
 def warnings(run_results: Path) -> list[str]:
