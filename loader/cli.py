@@ -1,4 +1,5 @@
-"""`flagsmith-warehouse`: serve, load, transform, run, export, import, forget, demo."""
+"""`flagsmith-warehouse`: serve, load, transform, run, status, docs, report, export, import,
+forget, demo (contract.md)."""
 
 from __future__ import annotations
 
@@ -210,10 +211,81 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from .status import check, render
+
+    status = check(
+        _settings(args),
+        max_backlog_age=timedelta(seconds=args.max_backlog_age),
+        max_marts_lag=timedelta(seconds=args.max_marts_lag),
+    )
+    print(status.as_json() if args.json else render(status))
+    return status.exit_code
+
+
+def warehouse_missing(settings: Settings) -> str | None:
+    """Why the configured warehouse cannot be described, or None when it exists: dbt would
+    otherwise create an empty DuckDB file, or describe a database without the project's
+    tables, and the docs would show nothing."""
+    from .status import WarehouseUnavailable, warehouse_figures
+
+    if settings.warehouse == "spark":
+        if not settings.spark_warehouse_dir.exists():
+            return f"the Spark warehouse folder {settings.spark_warehouse_dir} does not exist"
+        return None
+    try:
+        figures = warehouse_figures(settings)
+    except WarehouseUnavailable as unavailable:
+        if unavailable.busy:
+            return None  # dbt waits for the writer lock like any transform
+        return str(unavailable)
+    if not figures.marts_built:
+        return "the warehouse holds no marts yet: run `flagsmith-warehouse run` first"
+    return None
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .transform import run_dbt, target_path
+
+    settings = _settings(args)
+    missing = warehouse_missing(settings)
+    if missing:
+        print(f"docs: {missing}", file=sys.stderr)
+        return 2
+    status = run_dbt(settings, ["docs", "generate"], ["--quiet"])
+    if status != 0:
+        return status
+    target = target_path(settings)
+    print(f"docs written to {target} (open {target / 'index.html'} through --serve)")
+    if args.serve:
+        return run_dbt(settings, ["docs", "serve"], ["--port", str(args.port), "--host", args.host])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import ReportError, write_report
+
+    settings = _settings(args)
+    try:
+        path = write_report(settings, Path(args.output))
+    except ReportError as error:
+        print(f"report: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.data_dir), deliveries=args.deliveries, identities=args.identities)
+    return run_demo(
+        Path(args.data_dir),
+        deliveries=args.deliveries,
+        identities=args.identities,
+        history_days=args.history_days,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +352,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--every", type=parse_duration, help="repeat every DURATION (30s, 15m, 1h)")
     run.set_defaults(handler=cmd_run)
 
+    status = commands.add_parser(
+        "status",
+        help="what waits in the spool and how fresh the marts are; exit 0 healthy, 1 not, "
+        "2 cannot tell",
+    )
+    status.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.add_argument(
+        "--max-backlog-age",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="unhealthy when the oldest delivery waiting in the spool is older (default 10m)",
+    )
+    status.add_argument(
+        "--max-marts-lag",
+        type=parse_duration,
+        default=3600.0,
+        metavar="DURATION",
+        help="unhealthy when the marts' newest delivery is this far behind the raw tables' "
+        "(default 1h)",
+    )
+    status.set_defaults(handler=cmd_status)
+
+    docs = commands.add_parser(
+        "docs", help="dbt docs generate (and --serve) against the configured warehouse"
+    )
+    docs.add_argument("--serve", action="store_true", help="then serve them over HTTP")
+    docs.add_argument("--host", default="127.0.0.1")
+    docs.add_argument("--port", type=int, default=8080)
+    docs.set_defaults(handler=cmd_docs)
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of experiments and segments over time"
+    )
+    report.add_argument(
+        "--output", default="flagsmith-report.html", metavar="FILE", help="(default %(default)s)"
+    )
+    report.set_defaults(handler=cmd_report)
+
     export = commands.add_parser(
         "export", help="write both raw tables of the configured warehouse as parquet into DIR"
     )
@@ -313,8 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="receive, load and model simulated traffic")
     demo.add_argument("--data-dir", default="data/demo", help="wiped and used for the demo")
-    demo.add_argument("--deliveries", type=int, default=400)
-    demo.add_argument("--identities", type=int, default=40)
+    demo.add_argument("--deliveries", type=int, default=400, help="live webhooks over HTTP")
+    demo.add_argument("--identities", type=int, default=300)
+    demo.add_argument(
+        "--history-days",
+        type=int,
+        default=28,
+        help="days of simulated history laid down before the live webhooks (default 28)",
+    )
     demo.set_defaults(handler=cmd_demo)
     return parser
 

@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,6 +42,7 @@ from . import privacy
 from .config import Settings
 from .locks import exclusive
 from .spool import Delivery, SpoolReader
+from .status import recorded_step
 from .warehouses import (
     DATASET,
     IDENTITY_TABLE,
@@ -109,8 +111,13 @@ class LoadSummary:
     corrupt_ranges: int = 0
     seconds: float = 0.0
     paths: list[Path] = field(default_factory=list)  # segments read (of one dlt load)
+    newest_received_at: datetime | None = None  # of the deliveries loaded
 
     def add(self, other: LoadSummary) -> None:
+        if other.newest_received_at is not None and (
+            self.newest_received_at is None or other.newest_received_at > self.newest_received_at
+        ):
+            self.newest_received_at = other.newest_received_at
         for name in (
             "deliveries",
             "identity_webhooks",
@@ -122,6 +129,20 @@ class LoadSummary:
             "corrupt_ranges",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def recorded(self) -> dict[str, object]:
+        """What `status` shows of this load (loader/status.py)."""
+        return {
+            "deliveries": self.deliveries,
+            "identity_webhooks": self.identity_webhooks,
+            "quarantined": self.quarantined,
+            "segments": self.segments,
+            "corrupt_ranges": self.corrupt_ranges,
+            "seconds": round(self.seconds, 3),
+            "newest_received_at": (
+                None if self.newest_received_at is None else self.newest_received_at.isoformat()
+            ),
+        }
 
     def line(self) -> str:
         rate = self.deliveries / self.seconds if self.seconds else 0.0
@@ -376,6 +397,7 @@ def load(
     warehouse = for_settings(settings)
     with (
         exclusive(settings.state_dir / "loader.lock", what="a load of this spool", wait=wait),
+        recorded_step(settings, "load") as record,
         warehouse.session(),
     ):
         pipeline = make_pipeline(warehouse)
@@ -406,7 +428,8 @@ def load(
             summary.seconds = time.monotonic() - started
             if progress is not None:
                 progress(summary, reader.backlog())
-    summary.seconds = time.monotonic() - started
+        summary.seconds = time.monotonic() - started
+        record.update(summary.recorded())
     return summary
 
 
@@ -467,6 +490,10 @@ def _load_group(
                 group.deliveries += len(deliveries)
                 group.identity_webhooks += tables[0].num_rows
                 group.quarantined += tables[1].num_rows
+                if deliveries:
+                    newest = max(delivery.received_at for delivery in deliveries)
+                    if group.newest_received_at is None or newest > group.newest_received_at:
+                        group.newest_received_at = newest
                 more = group.deliveries < settings.commit_size and (
                     max_batches is None or group.batches < max_batches
                 )

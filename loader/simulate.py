@@ -17,14 +17,14 @@ import http.client
 import json
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["Delivery", "generate", "iter_deliveries", "post_all", "sign"]
+__all__ = ["Delivery", "demo_timeline", "generate", "iter_deliveries", "post_all", "sign"]
 
 DEFAULT_START = datetime(2026, 3, 1, 21, 0, tzinfo=UTC)
 """Late evening, so that even a short stream crosses a UTC day boundary."""
@@ -636,13 +636,17 @@ def iter_deliveries(
     mean_interval: float = 45.0,
     hide_disabled_flags: bool = False,
     keyed: bool = True,
+    operator_interval: float | None = 2400.0,
+    timeline: Sequence[Event] = (),
 ) -> Iterator[Delivery]:
     """Deliveries in order of ``at``, strictly increasing; the same seed gives the same bytes.
 
     ``mean_interval`` is the mean gap between identify calls in simulated seconds; the operator
-    changes something about every 40 simulated minutes. ``hide_disabled_flags`` mimics the
-    Flagsmith setting of that name: a disabled flag is left out of the delivery. ``keyed=False``
-    posts every environment to the URL without a key.
+    changes something at random about every ``operator_interval`` simulated seconds (None: never).
+    ``timeline`` adds scripted changes (``demo_timeline``), each applied once simulated time
+    reaches it. ``hide_disabled_flags`` mimics the Flagsmith setting of that name: a disabled
+    flag is left out of the delivery. ``keyed=False`` posts every environment to the URL
+    without a key.
     """
     if n_deliveries < 0 or n_identities < 1 or n_flags < 1 or n_environments < 1:
         raise ValueError("n_deliveries >= 0, n_identities, n_flags, n_environments >= 1")
@@ -662,7 +666,13 @@ def iter_deliveries(
         keyed=keyed,
     )
     weights = [i.weight for i in project.identities]
-    next_change = now + timedelta(seconds=rng.expovariate(1 / 2400))
+    never = datetime.max.replace(tzinfo=UTC)
+    next_change = (
+        now + timedelta(seconds=rng.expovariate(1 / operator_interval))
+        if operator_interval
+        else never
+    )
+    events = sorted(timeline, key=lambda event: event.at)
     repeat: _Identity | None = None
 
     for _ in range(n_deliveries):
@@ -673,7 +683,9 @@ def iter_deliveries(
         now += timedelta(microseconds=rng.randint(1, 999))
         while next_change <= now:
             project.operate(next_change)
-            next_change += timedelta(seconds=rng.expovariate(1 / 2400))
+            next_change += timedelta(seconds=rng.expovariate(1 / operator_interval))
+        while events and events[0].at <= now:
+            events.pop(0).change(project)
 
         identity = repeat or rng.choices(project.identities, weights)[0]
         with_traits = repeat is None and rng.random() < 0.45
@@ -692,6 +704,70 @@ def iter_deliveries(
             + "}"
         ).encode("ascii")
         yield Delivery(body, sign(body, secret), identity.environment.key, now)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A scripted change to the project at a simulated time."""
+
+    at: datetime
+    what: str
+    change: Callable[[_Project], None]
+
+
+def demo_timeline(start: datetime, days: float) -> list[Event]:
+    """What an operator does over `days` from `start` in the first environment (production):
+    the checkout_button test starts at a 10/10 split, is ramped to 25/25 and stopped; the
+    onboarding_steps test starts at 33/33 and runs on; the gradual_rollout segment grows by 5
+    points every tenth of the span; new_checkout_flow is killed for a while (a kill switch) and
+    turned back on. Times scale with `days`."""
+
+    def at(fraction: float) -> datetime:
+        return start + timedelta(seconds=days * 86_400 * fraction)
+
+    def production(project: _Project, name: str) -> _FeatureState:
+        feature = next(f for f in project.features if f.name == name)
+        return project.environments[0].defaults[feature.id]
+
+    def prepare(project: _Project) -> None:
+        for name, values, allocation in (
+            ("checkout_button", ("variant_a", "variant_b"), 10.0),
+            ("onboarding_steps", (4, 5), 33.0),
+        ):
+            state = production(project, name)
+            state.enabled = False
+            state.variants = [_Variant(project._next("variant"), v, allocation) for v in values]
+        production(project, "new_checkout_flow").enabled = True
+        project.segment("gradual_rollout").operand = 5.0
+
+    def switch(name: str, enabled: bool) -> Callable[[_Project], None]:
+        def change(project: _Project) -> None:
+            production(project, name).enabled = enabled
+
+        return change
+
+    def split(name: str, allocation: float) -> Callable[[_Project], None]:
+        def change(project: _Project) -> None:
+            for variant in production(project, name).variants:
+                variant.allocation = allocation
+
+        return change
+
+    def grow(project: _Project) -> None:
+        rollout = project.segment("gradual_rollout")
+        rollout.operand = min(100.0, rollout.operand + 5.0)
+
+    events = [
+        Event(start, "prepare: tests off, kill switch on, rollout at 5%", prepare),
+        Event(at(0.1), "checkout_button test starts (10/10/80)", switch("checkout_button", True)),
+        Event(at(0.2), "onboarding_steps test starts (33/33/34)", switch("onboarding_steps", True)),
+        Event(at(0.35), "checkout_button ramped to 25/25/50", split("checkout_button", 25.0)),
+        Event(at(0.55), "new_checkout_flow killed", switch("new_checkout_flow", False)),
+        Event(at(0.6), "new_checkout_flow back on", switch("new_checkout_flow", True)),
+        Event(at(0.8), "checkout_button test stopped", switch("checkout_button", False)),
+    ]
+    events += [Event(at(step / 10), "gradual_rollout +5%", grow) for step in range(1, 10)]
+    return events
 
 
 def generate(n_deliveries: int, **options: Any) -> list[Delivery]:

@@ -652,3 +652,42 @@ def iter_all_deliveries(spool_dir: Path) -> Iterator[Delivery]:
     for state in (CLAIMED, READY, OPEN):
         for path in sorted((Path(spool_dir) / state).glob(f"*{SEGMENT_SUFFIX}")):
             yield from read_segment(path)[0]
+
+
+def first_received_at(path: Path) -> datetime | None:
+    """The receipt time of a segment's first record, from its frame's metadata alone; None for
+    a segment with no whole first record yet (just opened, or zero-filled ahead of its records)."""
+    try:
+        with open(path, "rb") as segment:
+            header = segment.read(_FRAME.size + _META_LENGTH.size)
+            if len(header) < _FRAME.size + _META_LENGTH.size:
+                return None
+            magic, _length, _crc = _FRAME.unpack_from(header)
+            if magic != MAGIC:
+                return None
+            (meta_length,) = _META_LENGTH.unpack_from(header, _FRAME.size)
+            meta = orjson.loads(segment.read(meta_length))
+        return datetime.fromisoformat(meta["received_at"])
+    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        return None
+
+
+def oldest_waiting(spool_dir: Path) -> datetime | None:
+    """The receipt time of the oldest delivery waiting in the spool (open, ready or claimed)."""
+    oldest = None
+    for state in (OPEN, READY, CLAIMED):
+        for path in (Path(spool_dir) / state).glob(f"*{SEGMENT_SUFFIX}"):
+            at = first_received_at(path)
+            if at is not None and (oldest is None or at < oldest):
+                oldest = at
+    return oldest
+
+
+def corrupt_kept(spool_dir: Path) -> tuple[int, int]:
+    """Files and bytes kept aside in corrupt/ for an operator."""
+    files = size = 0
+    for path in (Path(spool_dir) / CORRUPT).glob("*.bin"):
+        with contextlib.suppress(FileNotFoundError):
+            size += path.stat().st_size
+            files += 1
+    return files, size

@@ -6,15 +6,16 @@ state in-process), and `run --every` can repeat it for days without growing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from .config import Settings, project_dir
+from .status import recorded_step
 from .warehouses import for_settings
 
 
@@ -84,12 +85,43 @@ def run_dbt(
     env = dbt_environment(settings)
     held = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
     results = target_path(settings) / "run_results.json"
-    with held if lock else contextlib.nullcontext():
+    building = command in ("build", "run")
+    recording = recorded_step(settings, "transform") if building else nullcontext({})
+    with held if lock else nullcontext(), recording as record:
         results.unlink(missing_ok=True)
         status = subprocess.call(args, env=env)
+        if building:
+            record.update(_recorded_outcome(settings, status, results))
     for line in warnings(results):
         print(line, file=sys.stderr)
     return status
+
+
+def _recorded_outcome(settings: Settings, status: int, results: Path) -> dict[str, object]:
+    """What `status` shows of this transform: dbt's exit code and counts, and the newest delivery
+    in the raw tables and the marts, read while the warehouse is still this process's."""
+    from .status import WarehouseUnavailable, warehouse_figures
+
+    outcome: dict[str, object] = {
+        "result": "success" if status == 0 else f"failed (dbt exit code {status})",
+        "dbt_exit_code": status,
+    }
+    try:
+        counts: dict[str, int] = {}
+        for result in json.loads(results.read_text())["results"]:
+            counts[result.get("status", "unknown")] = counts.get(result.get("status"), 0) + 1
+        outcome["dbt_results"] = counts
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        figures = warehouse_figures(settings, take_lock=False)
+    except WarehouseUnavailable as unavailable:
+        outcome["figures_error"] = str(unavailable)
+    else:
+        for name in ("raw_newest_received_at", "marts_newest_received_at"):
+            value = getattr(figures, name)
+            outcome[name] = None if value is None else value.isoformat()
+    return outcome
 
 
 def warnings(run_results: Path) -> list[str]:

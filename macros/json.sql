@@ -335,16 +335,37 @@
 {%- endmacro %}
 
 
-{#- ---------------------------------------------------------------------------- utc_date -#}
+{#- -------------------------------------------------------------------------- local_date -#}
 
-{% macro utc_date(timestamp_expression) -%}
-    {{ return(adapter.dispatch('utc_date', 'flagsmith_warehouse')(timestamp_expression)) }}
+{% macro local_date(timestamp_expression) -%}
+    {#- The calendar date of a timestamp with time zone in the reporting time zone
+        (`reporting_timezone()`). -#}
+    {{ return(adapter.dispatch('local_date', 'flagsmith_warehouse')(
+        timestamp_expression, flagsmith_warehouse.reporting_timezone()
+    )) }}
 {%- endmacro %}
 
-{% macro default__utc_date(timestamp_expression) -%}
-    {#- `at time zone 'UTC'` turns a timestamp with time zone into UTC wall-clock time on DuckDB
-        and Postgres alike, whatever the session's time zone. -#}
-    cast(({{ timestamp_expression }}) at time zone 'UTC' as date)
+{% macro default__local_date(timestamp_expression, timezone) -%}
+    {#- `at time zone '<zone>'` turns a timestamp with time zone into that zone's wall-clock time
+        on DuckDB and Postgres alike, whatever the session's time zone. -#}
+    cast(({{ timestamp_expression }}) at time zone '{{ timezone }}' as date)
+{%- endmacro %}
+
+
+{#- ------------------------------------------------------------------------ dates_between -#}
+
+{% macro dates_between(start_date, end_date, alias) -%}
+    {#- A lateral join adding one row per calendar date from start_date to end_date (both
+        included) as column `<alias>.spine_date`. -#}
+    {{ return(adapter.dispatch('dates_between', 'flagsmith_warehouse')(start_date, end_date, alias)) }}
+{%- endmacro %}
+
+{% macro default__dates_between(start_date, end_date, alias) -%}
+    {#- generate_series over timestamps, correlated with the row on its left: DuckDB and
+        Postgres both take it in the from clause. -#}
+    cross join generate_series(
+        cast({{ start_date }} as timestamp), cast({{ end_date }} as timestamp), interval '1 day'
+    ) as {{ alias }} (spine_date)
 {%- endmacro %}
 
 
@@ -370,4 +391,34 @@
     {#- the _null variants return a null value when that is the latest row's (plain arg_max
         would skip it) -#}
     {{ 'arg_max_null' if latest else 'arg_min_null' }}({{ value }}, ({{ order_by | join(', ') }}))
+{%- endmacro %}
+
+
+{#- --------------------------------------------------------------------------- split_text -#}
+
+{% macro split_text(expression, separator) -%}
+    {#- A set-returning select-list expression: one row per part of the text, split at the
+        separator (no row for null text). -#}
+    {{ return(adapter.dispatch('split_text', 'flagsmith_warehouse')(expression, separator)) }}
+{%- endmacro %}
+
+{% macro default__split_text(expression, separator) -%}
+    unnest(string_to_array({{ expression }}, '{{ separator }}'))
+{%- endmacro %}
+
+
+{#- -------------------------------------------------------------------------- in_byte_order -#}
+
+{% macro in_byte_order(expression) -%}
+    {#- The text for an `order by` that sorts by bytes, whatever the database's collation. -#}
+    {{ return(adapter.dispatch('in_byte_order', 'flagsmith_warehouse')(expression)) }}
+{%- endmacro %}
+
+{% macro default__in_byte_order(expression) -%}
+    {#- DuckDB compares text by bytes unless a collation is configured -#}
+    {{ expression }}
+{%- endmacro %}
+
+{% macro postgres__in_byte_order(expression) -%}
+    {{ expression }} collate "C"
 {%- endmacro %}

@@ -50,7 +50,9 @@ Ambiguities in contract.md, and how this oracle resolves them:
 12. ``created_date`` is parsed to an aware UTC ``datetime`` (Flagsmith sends ISO-8601 with Z).
 13. Daily exposures: rows exist only for (date, environment, feature, variant) combinations that
     had evaluations; ``first_exposures`` counts identities whose first evaluation of the feature
-    in that environment fell on that UTC date in that variant (0 otherwise).
+    in that environment fell on that local date in that variant (0 otherwise). Every date of a
+    daily mart is the local date in the reporting time zone (``AnalystOptions.reporting_timezone``,
+    default UTC) of the timestamp it comes from.
 14. Bodies that are not JSON objects with an ``identity`` are skipped (they belong in quarantine).
     Missing ``flags``/``traits``/``segments`` lists count as empty. A feature listed twice in one
     delivery (not expected) keeps its first entry.
@@ -68,8 +70,9 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 RawRow = tuple[str, datetime, str | None, bytes]
 Row = dict[str, Any]
@@ -104,6 +107,8 @@ KEYS: dict[str, tuple[str, ...]] = {
         "cohort_key",
         "entered_at",
     ),
+    "flagsmith__daily_segment_memberships": ("membership_date", "environment_id", "segment_id"),
+    "flagsmith__environments": ("environment_id",),
 }
 """Sort order of each mart: the contract's unique key."""
 
@@ -264,6 +269,24 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "entered_at",
         "exited_at",
     ),
+    "flagsmith__daily_segment_memberships": (
+        "membership_date",
+        "environment_id",
+        "segment_id",
+        "segment_name",
+        "members",
+        "entered",
+        "exited",
+    ),
+    "flagsmith__environments": (
+        "environment_id",
+        "environment_keys",
+        "first_seen_at",
+        "last_seen_at",
+        "identities",
+        "features",
+        "deliveries",
+    ),
 }
 """Exactly the contract's columns (key first), in the order the contract lists them; the trait
 columns (``AnalystOptions.trait_columns``) follow on identities and experiment exposures."""
@@ -277,10 +300,15 @@ class AnalystOptions:
 
     ``identity_map``: (identity, user key) pairs, both text; an identity mapped to several keys
     takes the smallest. ``trait_columns``: (trait key, column name) pairs.
+    ``reporting_timezone``: the IANA zone whose local dates the daily marts use.
     """
 
     identity_map: tuple[tuple[str, str], ...] = ()
     trait_columns: tuple[tuple[str, str], ...] = ()
+    reporting_timezone: str = "UTC"
+
+    def local_date(self, at: datetime) -> date:
+        return at.astimezone(ZoneInfo(self.reporting_timezone)).date()
 
     def user_id(self, identity: str) -> str:
         keys = [user for mapped, user in self.identity_map if mapped == identity]
@@ -946,18 +974,20 @@ def segments(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
 
 def daily_feature_exposures(
     histories: dict[tuple[int | None, str, int], list[Evaluation]],
+    options: AnalystOptions = NO_OPTIONS,
 ) -> list[Row]:
     identities_per_day: dict[tuple[date, int | None, int, str], set[str]] = defaultdict(set)
     evaluations: dict[tuple[date, int | None, int, str], int] = defaultdict(int)
     firsts: dict[tuple[date, int | None, int, str], int] = defaultdict(int)
     for (environment_id, identity, feature_id), history in histories.items():
         for e in history:
-            key = (e.received_at.date(), environment_id, feature_id, e.variant)
+            key = (options.local_date(e.received_at), environment_id, feature_id, e.variant)
             identities_per_day[key].add(identity)
             evaluations[key] += 1
         first = _exposure_runs(history)[0]
         first_variant = first.state[3]  # type: ignore[index]
-        firsts[(first.valid_from.date(), environment_id, feature_id, first_variant)] += 1  # type: ignore[union-attr]
+        first_date = options.local_date(first.valid_from)  # type: ignore[arg-type]
+        firsts[(first_date, environment_id, feature_id, first_variant)] += 1
     return [
         {
             "exposure_date": key[0],
@@ -1003,6 +1033,77 @@ def cohort_memberships(
     return rows
 
 
+def daily_segment_memberships(
+    scopes: dict[tuple[int | None, str], list[Delivery]], options: AnalystOptions = NO_OPTIONS
+) -> list[Row]:
+    """Every local date from a segment's first membership to its environment's newest delivery;
+    members counted by testing each period against each date, the obvious way."""
+    newest: dict[int, datetime] = {}
+    for (environment_id, _identity), deliveries in scopes.items():
+        if environment_id is not None:
+            last = deliveries[-1].received_at
+            newest[environment_id] = max(newest.get(environment_id, last), last)
+    names = {(r["environment_id"], r["segment_id"]): r["segment_name"] for r in segments(scopes)}
+    periods: dict[tuple[int, int], list[tuple[date, date | None]]] = defaultdict(list)
+    for period in segment_membership_periods(scopes):
+        if period["environment_id"] is None:
+            continue
+        valid_to = period["valid_to"]
+        periods[(period["environment_id"], period["segment_id"])].append(
+            (
+                options.local_date(period["valid_from"]),
+                None if valid_to is None else options.local_date(valid_to),
+            )
+        )
+    rows = []
+    for (environment_id, segment_id), spans in periods.items():
+        day = min(start for start, _end in spans)
+        last_day = options.local_date(newest[environment_id])
+        while day <= last_day:
+            rows.append(
+                {
+                    "membership_date": day,
+                    "environment_id": environment_id,
+                    "segment_id": segment_id,
+                    "segment_name": names[(environment_id, segment_id)],
+                    "members": sum(
+                        1 for start, end in spans if start <= day and (end is None or end > day)
+                    ),
+                    "entered": sum(1 for start, _end in spans if start == day),
+                    "exited": sum(1 for _start, end in spans if end == day),
+                }
+            )
+            day += timedelta(days=1)
+    return rows
+
+
+def environments(
+    scopes: dict[tuple[int | None, str], list[Delivery]],
+) -> list[Row]:
+    per_environment: dict[int, list[Delivery]] = defaultdict(list)
+    for (environment_id, _identity), deliveries in scopes.items():
+        if environment_id is not None:
+            per_environment[environment_id].extend(deliveries)
+    rows = []
+    for environment_id, deliveries in per_environment.items():
+        keys = sorted(
+            {d.environment_key for d in deliveries if d.environment_key is not None},
+            key=lambda key: key.encode(),
+        )
+        rows.append(
+            {
+                "environment_id": environment_id,
+                "environment_keys": ",".join(keys) if keys else None,
+                "first_seen_at": min(d.received_at for d in deliveries),
+                "last_seen_at": max(d.received_at for d in deliveries),
+                "identities": len({d.identity for d in deliveries}),
+                "features": len({f for d in deliveries for f in d.evaluations}),
+                "deliveries": len(deliveries),
+            }
+        )
+    return rows
+
+
 def build_marts(
     raw_rows: Iterable[RawRow], options: AnalystOptions = NO_OPTIONS
 ) -> dict[str, list[Row]]:
@@ -1023,7 +1124,9 @@ def build_marts(
         "flagsmith__identities": lambda: identities(scopes, options),
         "flagsmith__features": lambda: features(histories),
         "flagsmith__segments": lambda: segments(scopes),
-        "flagsmith__daily_feature_exposures": lambda: daily_feature_exposures(histories),
+        "flagsmith__daily_feature_exposures": lambda: daily_feature_exposures(histories, options),
         "flagsmith__cohort_memberships": lambda: cohort_memberships(scopes, histories),
+        "flagsmith__daily_segment_memberships": lambda: daily_segment_memberships(scopes, options),
+        "flagsmith__environments": lambda: environments(scopes),
     }
     return {model: _sorted(model, build(), options) for model, build in builders.items()}

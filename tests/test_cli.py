@@ -3,11 +3,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import duckdb
 import pytest
 
 from loader.cli import main, parse_duration
@@ -171,7 +173,7 @@ def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
     assert "FLAGSMITH_WAREHOUSE must be one of duckdb, postgres" in capsys.readouterr().err
 
 
-def test_demo_runs_the_whole_path_and_prints_the_first_look(tmp_path):
+def test_demo_lays_down_history_then_runs_the_whole_path_and_prints_the_first_look(tmp_path):
     data_dir = tmp_path / "demo"
     result = subprocess.run(
         [
@@ -181,6 +183,8 @@ def test_demo_runs_the_whole_path_and_prints_the_first_look(tmp_path):
             "demo",
             "--deliveries",
             "80",
+            "--history-days",
+            "6",
             "--data-dir",
             str(data_dir),
         ],
@@ -190,11 +194,35 @@ def test_demo_runs_the_whole_path_and_prints_the_first_look(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "answers: {202: 80}" in result.stdout
-    assert "loaded 80 deliveries (80 identity webhooks, 0 quarantined)" in result.stdout
-    header = next(line for line in result.stdout.splitlines() if line.startswith("feature"))
-    assert header.split() == ["feature", "variant", "identities", "evaluations", "identities_now"]
-    assert (data_dir / "warehouse.duckdb").exists()
+    out = result.stdout
+    history = int(re.search(r"laying down (\d+) simulated deliveries over 6 days", out).group(1))
+    assert 6 * 250 - 20 <= history <= 6 * 250
+    assert f"loaded {history} deliveries ({history} identity webhooks, 0 quarantined)" in out
+    live = 6 * 250 + 80 - history
+    assert f"answers: {{202: {live}}}" in out
+    assert f"loaded {live} deliveries ({live} identity webhooks, 0 quarantined)" in out
+    for header in (
+        ["environment", "keys", "identities", "deliveries", "first", "last", "days"],
+        ["date", "identities", "per", "variant"],
+        ["date", "members", "entered", "exited"],
+    ):
+        assert any(line.split() == header for line in out.splitlines()), header
+    assert "Daily exposures of checkout_button in environment" in out
+    assert "Segment gradual_rollout in environment" in out
+    report = data_dir / "report.html"
+    assert f"The report (open it in a browser): {report}" in out
+    assert report.stat().st_size > 10_000
+
+    # the history landed marked `simulated`, over the days asked, and the live part `verified`
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as connection:
+        rows = connection.execute(
+            "select signature_status, count(*), min(received_at), max(received_at)"
+            " from flagsmith_raw.identity_webhooks group by 1 order by 1"
+        ).fetchall()
+    (simulated, count, first, last), (verified, live_count, live_first, _) = rows
+    assert (simulated, count, verified, live_count) == ("simulated", history, "verified", live)
+    assert timedelta(days=5) < last - first <= timedelta(days=6)
+    assert last <= live_first
 
 
 def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
@@ -294,3 +322,21 @@ def test_load_on_a_terminal_shows_progress(tmp_path):
     text = output.decode()
     assert "\rloaded 2 deliveries in 1 batches" in text and "waiting:" in text
     assert "loaded 6 deliveries (6 identity webhooks, 0 quarantined)" in text
+
+
+def test_the_demo_history_takes_only_bodies_the_simulator_signed(tmp_path):
+    from loader.demo import write_history
+    from loader.simulate import Delivery as Simulated
+    from loader.simulate import generate
+
+    stream = generate(5, seed=3, secret=b"demo")
+    forged = Simulated(b'{"identity": "mallory"}', stream[0].signature, None, stream[0].at)
+    with pytest.raises(ValueError, match="only deliveries the simulator signed"):
+        write_history(tmp_path / "spool", [*stream, forged], b"demo")
+    assert not list(iter_all_deliveries(tmp_path / "spool")), "nothing written"
+
+    assert write_history(tmp_path / "spool", stream, b"demo") == 5
+    written = list(iter_all_deliveries(tmp_path / "spool"))
+    assert [(d.body, d.received_at, d.signature_status) for d in written] == [
+        (s.body, s.at, "simulated") for s in stream
+    ]

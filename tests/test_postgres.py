@@ -35,6 +35,7 @@ from .test_incremental import (
     OPTIONS,
     assert_incremental_builds_equal_a_full_refresh_and_the_oracle,
 )
+from .test_reporting_timezone import check_zone_change_mid_history
 from .warehouse import Posted, connect, dbt, deliveries, land, simulated, warehouse_settings
 
 
@@ -337,3 +338,9 @@ def test_node_id_names_the_pipeline_and_staging_schema(tmp_path):
     for bad in ("eu-1", "a" * 33, "ü"):
         with pytest.raises(ConfigError, match="FLAGSMITH_NODE_ID"):
             Settings.from_env({"FLAGSMITH_NODE_ID": bad})
+
+
+def test_a_zone_change_mid_history_rebuilds_the_daily_marts_on_postgres(
+    tmp_path, monkeypatch, postgres_database
+):
+    check_zone_change_mid_history(tmp_path, monkeypatch, "postgres")

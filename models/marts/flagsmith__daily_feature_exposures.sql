@@ -1,13 +1,15 @@
 {{ config(**flagsmith_warehouse.incremental_config(
     'flagsmith__flag_evaluations', ['exposure_date', 'environment_id', 'feature_id'],
+    rebuild_state='reporting_timezone_state',
     rebuild_after_erasure=true
 )) }}
 
-{#- Per UTC day of received_at, feature and variant: identities evaluated that day in that variant,
+{#- Per local date of received_at in the reporting time zone, feature and variant: identities evaluated that day in that variant,
     evaluations, and identities whose first exposure to the feature was that day in that variant.
     Incremental per (day, feature): a run recomputes the days that got new evaluations and the
     days on which an identity with new evaluations was first exposed before this run (a late
-    delivery can move a first exposure to an earlier day, which changes both days). -#}
+    delivery can move a first exposure to an earlier day, which changes both days). The dates
+    depend on the reporting time zone: a changed zone rebuilds the mart whole. -#}
 
 with
 
@@ -48,7 +50,7 @@ earlier_first_exposure_days as (
     select
         environment_id,
         feature_id,
-        {{ flagsmith_warehouse.utc_date('min(received_at)') }} as exposure_date
+        {{ flagsmith_warehouse.local_date('min(received_at)') }} as exposure_date
     from {{ ref('flagsmith__flag_evaluations') }}
     where
         (environment_id, identity, feature_id) in (
@@ -61,7 +63,7 @@ earlier_first_exposure_days as (
 
 days_to_recompute as (
     select distinct
-        {{ flagsmith_warehouse.utc_date('received_at') }} as exposure_date,
+        {{ flagsmith_warehouse.local_date('received_at') }} as exposure_date,
         environment_id,
         feature_id
     from new_evaluations
@@ -73,7 +75,7 @@ days_to_recompute as (
 
 day_evaluations as (
     select
-        {{ flagsmith_warehouse.utc_date('received_at') }} as exposure_date,
+        {{ flagsmith_warehouse.local_date('received_at') }} as exposure_date,
         environment_id,
         feature_id,
         variant,
@@ -82,8 +84,10 @@ day_evaluations as (
     from {{ ref('flagsmith__flag_evaluations') }}
     {% if flagsmith_warehouse.is_incremental_run() %}
     where
-        received_at >= (select min(exposure_date) - 1 from days_to_recompute)
-        and ({{ flagsmith_warehouse.utc_date('received_at') }}, environment_id, feature_id) in (
+        -- a bound the warehouse can prune on: a local date starts within 14 hours of UTC
+        -- midnight, and the date compares at midnight of the session's zone (at most 12 more)
+        received_at >= (select min(exposure_date) - 2 from days_to_recompute)
+        and ({{ flagsmith_warehouse.local_date('received_at') }}, environment_id, feature_id) in (
             select exposure_date, environment_id, feature_id from days_to_recompute
         )
     {% endif %}
@@ -108,7 +112,7 @@ exposures_counted as (
 
 first_exposures_counted as (
     select
-        {{ flagsmith_warehouse.utc_date('first_exposed_at') }} as exposure_date,
+        {{ flagsmith_warehouse.local_date('first_exposed_at') }} as exposure_date,
         environment_id,
         feature_id,
         first_variant as variant,
@@ -117,13 +121,13 @@ first_exposures_counted as (
     from {{ ref('flagsmith__first_exposures') }}
     {% if flagsmith_warehouse.is_incremental_run() %}
     where
-        first_exposed_at >= (select min(exposure_date) - 1 from days_to_recompute)
-        and ({{ flagsmith_warehouse.utc_date('first_exposed_at') }}, environment_id, feature_id) in (
+        first_exposed_at >= (select min(exposure_date) - 2 from days_to_recompute)
+        and ({{ flagsmith_warehouse.local_date('first_exposed_at') }}, environment_id, feature_id) in (
             select exposure_date, environment_id, feature_id from days_to_recompute
         )
     {% endif %}
     group by
-        {{ flagsmith_warehouse.utc_date('first_exposed_at') }},
+        {{ flagsmith_warehouse.local_date('first_exposed_at') }},
         environment_id,
         feature_id,
         first_variant
