@@ -356,6 +356,7 @@ def forget(
     # DuckDB the transform lock is the file's writer lock, which a loader holds too.)
     recording = warehouse.transform_lock(marts_schema()) if settings.warehouse == "duckdb" else None
     with recording or contextlib.nullcontext(), _database(settings) as database:
+        database.execute(f"create schema if not exists {DATASET}")
         database.execute(ERASURES_DDL)
         for identity in wanted:
             database.execute(
