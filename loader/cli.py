@@ -1,5 +1,5 @@
 """`flagsmith-warehouse`: serve, load, transform, run, status, docs, report, export, import,
-demo (contract.md)."""
+forget, demo (contract.md)."""
 
 from __future__ import annotations
 
@@ -195,6 +195,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from .privacy import forget
+
+    summary = forget(_settings(args), args.identity, args.environment_id)
+    print(summary.line(), file=sys.stderr)
+    if summary.transform_status:
+        print(
+            f"the erasure is complete, but the dbt build after it failed (exit "
+            f"{summary.transform_status}): the next transform rebuilds the marts that count "
+            "across identities",
+            file=sys.stderr,
+        )
+        return summary.transform_status
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -387,6 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     import_.add_argument("directory", metavar="DIR", help="a folder `export` wrote")
     import_.set_defaults(handler=cmd_import)
+
+    forget = commands.add_parser(
+        "forget",
+        help="erase identities from the raw tables, the spool backlog and every mart",
+        description="Erase identities: every delivery of each (raw tables, this node's spool "
+        "backlog; other nodes' loaders drop theirs) and every mart row about it. An audit row "
+        "per erasure goes to flagsmith_raw.erasures, keyed by HMAC-SHA256 with "
+        "FLAGSMITH_ERASURE_KEY, never the identity. See docs/personal-data.md.",
+    )
+    forget.add_argument(
+        "--identity", action="append", required=True, help="an identity to erase (repeatable)"
+    )
+    forget.add_argument(
+        "--environment-id",
+        type=int,
+        help="erase only that environment's deliveries (default: every environment)",
+    )
+    forget.add_argument("--spool-dir", help="overrides FLAGSMITH_SPOOL_DIR")
+    forget.set_defaults(handler=cmd_forget)
 
     demo = commands.add_parser("demo", help="receive, load and model simulated traffic")
     demo.add_argument("--data-dir", default="data/demo", help="wiped and used for the demo")

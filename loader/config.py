@@ -104,6 +104,11 @@ class Settings:
     # and Spark's SQL warehouse folder holding the marts.
     lake_dir: str = "data/lake"
     spark_warehouse_dir: Path = Path("data/spark-warehouse")
+    # Privacy: the key erasures are recorded by (HMAC of the identity); trait keys kept out of
+    # every model, and whether the loader also removes them from the payload before it lands.
+    erasure_key: bytes | None = None
+    excluded_trait_keys: tuple[str, ...] = ()
+    strip_trait_keys: bool = False
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -114,6 +119,17 @@ class Settings:
                 f"FLAGSMITH_WAREHOUSE must be one of {', '.join(WAREHOUSES)}, not {warehouse!r}"
             )
         spool_dir = Path(env.get("FLAGSMITH_SPOOL_DIR") or "data/spool")
+        excluded = tuple(
+            sorted(
+                {k.strip() for k in env.get("FLAGSMITH_EXCLUDED_TRAIT_KEYS", "").split(",")} - {""}
+            )
+        )
+        strip = _flag(env, "FLAGSMITH_STRIP_TRAIT_KEYS")
+        if strip and not excluded:
+            raise ConfigError(
+                "FLAGSMITH_STRIP_TRAIT_KEYS is set but FLAGSMITH_EXCLUDED_TRAIT_KEYS names no "
+                "trait key: say which traits the loader removes"
+            )
         return cls(
             spool_dir=spool_dir.absolute(),
             secrets=parse_secrets(env.get("FLAGSMITH_WEBHOOK_SECRET")),
@@ -140,6 +156,9 @@ class Settings:
             spark_warehouse_dir=Path(
                 env.get("FLAGSMITH_SPARK_WAREHOUSE_DIR") or "data/spark-warehouse"
             ).absolute(),
+            erasure_key=(env.get("FLAGSMITH_ERASURE_KEY") or "").encode("utf-8") or None,
+            excluded_trait_keys=excluded,
+            strip_trait_keys=strip,
         )
 
     @property
@@ -167,6 +186,15 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _flag(env, name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (true/false), not {raw!r}")
 
 
 def _location(raw: str) -> str:

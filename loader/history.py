@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import lake
+from . import lake, privacy
 from .config import Settings
 from .locks import exclusive
 from .warehouses import DATASET, IDENTITY_TABLE, QUARANTINE_TABLE, RAW_TABLES, for_settings
@@ -62,6 +62,7 @@ class HistorySummary:
     identity_webhooks: int = 0
     quarantined_webhooks: int = 0
     skipped: int = 0  # import: delivery ids already in the warehouse
+    erased: int = 0  # import: deliveries of identities erased since (loader.privacy)
     seconds: float = 0.0
 
     def line(self, verb: str) -> str:
@@ -69,6 +70,7 @@ class HistorySummary:
             f"{verb} {self.identity_webhooks} identity webhooks and {self.quarantined_webhooks}"
             " quarantined deliveries"
             + (f"; {self.skipped} already in the warehouse, skipped" if self.skipped else "")
+            + (f"; {self.erased} of erased identities, skipped" if self.erased else "")
             + f", {self.seconds:.1f}s"
         )
 
@@ -306,6 +308,7 @@ def import_(settings: Settings, directory: Path) -> HistorySummary:
             ),
         )
         seen: set[str] = set()
+        erasures = privacy.loader_filter(settings, dlt_pipeline)
 
         def batches() -> Iterator[tuple[pa.Table, pa.Table]]:
             for table, handle in files.items():
@@ -315,6 +318,14 @@ def import_(settings: Settings, directory: Path) -> HistorySummary:
                     present = warehouse.loaded_delivery_ids(dlt_pipeline, ids) | seen
                     keep = [delivery_id not in present for delivery_id in ids]
                     summary.skipped += keep.count(False)
+                    if erasures:
+                        texts = rows["payload" if table == IDENTITY_TABLE else "body"]
+                        for index, (text, at) in enumerate(
+                            zip(texts.to_pylist(), rows["received_at"].to_pylist(), strict=True)
+                        ):
+                            if keep[index] and erasures.covers(text.encode("utf-8"), at):
+                                keep[index] = False
+                                summary.erased += 1
                     rows = rows.filter(pa.array(keep, pa.bool_()))
                     seen.update(rows["delivery_id"].to_pylist())
                     # The loader's own columns, in its order; `_dlt_id` is the delivery id.
@@ -334,6 +345,7 @@ def import_(settings: Settings, directory: Path) -> HistorySummary:
             source = itertools.chain([pipeline.to_tables([])], source)
         resource = pipeline._resource(source, create=create)
         pipeline._run(dlt_pipeline, resource, **warehouse.run_options)
+        privacy.record_dropped(settings, dlt_pipeline, erasures)
         warehouse.after_load()
     summary.seconds = time.monotonic() - started
     return summary

@@ -77,12 +77,15 @@ def _advisory_key(name: str) -> int:
 
 
 @contextlib.contextmanager
-def postgres_advisory_lock(name: str, *, what: str, environ=None) -> Iterator[None]:
+def postgres_advisory_lock(
+    name: str, *, what: str, environ=None, shared: bool = False
+) -> Iterator[None]:
     """A session-level advisory lock in the Postgres warehouse, waited for.
 
     Advisory locks are per database, so the loaders and transforms of every node that writes
     into one database see each other's. The lock is held by its own connection and released
-    when it closes, or by the server when the holder dies (kill -9 included).
+    when it closes, or by the server when the holder dies (kill -9 included). `shared`: any
+    number of holders at once, none while the lock is held exclusively.
     """
     import psycopg2
 
@@ -93,14 +96,15 @@ def postgres_advisory_lock(name: str, *, what: str, environ=None) -> Iterator[No
         connection.autocommit = True
         key = _advisory_key(name)
         with connection.cursor() as cursor:
-            cursor.execute("select pg_try_advisory_lock(%s)", (key,))
+            mode = "_shared" if shared else ""
+            cursor.execute(f"select pg_try_advisory_lock{mode}(%s)", (key,))
             if not cursor.fetchone()[0]:
                 print(
                     f"waiting for {what} to finish (Postgres advisory lock {name})",
                     file=sys.stderr,
                     flush=True,
                 )
-                cursor.execute("select pg_advisory_lock(%s)", (key,))
+                cursor.execute(f"select pg_advisory_lock{mode}(%s)", (key,))
         yield
     finally:
         connection.close()

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from . import privacy
 from .config import Settings
 from .locks import exclusive
 from .spool import Delivery, SpoolReader
@@ -106,6 +107,7 @@ class LoadSummary:
     segments: int = 0
     batches: int = 0
     already_loaded: int = 0  # in segments a crashed run claimed, found committed and skipped
+    dropped_by_erasure: int = 0  # deliveries of erased identities (loader.privacy), not loaded
     corrupt_ranges: int = 0
     seconds: float = 0.0
     paths: list[Path] = field(default_factory=list)  # segments read (of one dlt load)
@@ -123,6 +125,7 @@ class LoadSummary:
             "segments",
             "batches",
             "already_loaded",
+            "dropped_by_erasure",
             "corrupt_ranges",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -150,6 +153,11 @@ class LoadSummary:
             + (
                 f"; {self.already_loaded} already loaded by an interrupted run, skipped"
                 if self.already_loaded
+                else ""
+            )
+            + (
+                f"; {self.dropped_by_erasure} deliveries of erased identities dropped"
+                if self.dropped_by_erasure
                 else ""
             )
             + (
@@ -267,12 +275,16 @@ def row_groups(table: pa.Table, limit: int | None = None) -> list[pa.Table]:
     return pieces
 
 
-def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
+def to_tables(
+    deliveries: Iterable[Delivery], strip: frozenset[str] = frozenset()
+) -> tuple[pa.Table, pa.Table]:
     """Arrow tables for the two raw tables.
 
     Bodies are not parsed here: the receiver classified each one when it arrived, and the spool
     record carrying that verdict is checksummed. An identity body becomes the JSON column as is
-    (arrow checks that it is UTF-8 in C); a quarantined one is kept as text and base64.
+    (arrow checks that it is UTF-8 in C); a quarantined one is kept as text and base64. With
+    `strip` (FLAGSMITH_STRIP_TRAIT_KEYS), identity bodies lose those traits first and the table
+    gains `stripped_trait_keys`; `body_sha256` stays the hash of the body as received.
     """
     identity = [d for d in deliveries if d.kind == "identity"]
     quarantine = [d for d in deliveries if d.kind != "identity"]
@@ -286,6 +298,16 @@ def to_tables(deliveries: Iterable[Delivery]) -> tuple[pa.Table, pa.Table]:
         [*_common_columns(identity), payloads, _ids(identity)],
         schema=IDENTITY_SCHEMA,
     )
+    if strip:
+        stripped = [privacy.strip_traits(d.body, strip) for d in identity]
+        identity_table = identity_table.set_column(
+            IDENTITY_SCHEMA.get_field_index("payload"),
+            IDENTITY_SCHEMA.field("payload"),
+            pa.array([b for b, _ in stripped], pa.binary()).cast(pa.string()),
+        ).append_column(
+            pa.field("stripped_trait_keys", pa.string()),
+            pa.array([keys for _, keys in stripped], pa.string()),
+        )
     quarantine_table = pa.Table.from_arrays(
         [
             *_common_columns(quarantine),
@@ -388,12 +410,18 @@ def load(
             pipeline,
             lambda p: _run(p, _resource([to_tables([])], create=True), **warehouse.run_options),
         )
+        # Read once per run, under the session's locks: `forget` records an erasure before it
+        # deletes, and waits for loads in progress before deleting (loader.privacy).
+        erasures = privacy.loader_filter(settings, pipeline)
         while max_batches is None or summary.batches < max_batches:
             budget = None if max_batches is None else max_batches - summary.batches
-            group = _load_group(pipeline, warehouse, reader, recovering, budget, create)
+            group = _load_group(pipeline, warehouse, reader, recovering, budget, create, erasures)
             create = False
             if not group.paths:
                 break
+            # The audit of what was dropped is written after the load commits; a crash before
+            # the segments are released can count those deliveries again on the retry.
+            privacy.record_dropped(settings, pipeline, erasures)
             warehouse.after_load()
             reader.release(group.paths)
             summary.add(group)
@@ -412,6 +440,7 @@ def _load_group(
     recovering: list[Path],
     max_batches: int | None,
     create: bool = False,
+    erasures: privacy.ErasureFilter | None = None,
 ) -> LoadSummary:
     """One dlt load of about `settings.commit_size` deliveries, read `batch_size` at a time.
 
@@ -421,6 +450,7 @@ def _load_group(
     to release once the load has committed; no segment is claimed beyond this load.
     """
     settings = warehouse.settings
+    strip = frozenset(settings.excluded_trait_keys) if settings.strip_trait_keys else frozenset()
     group = LoadSummary()
     maybe_loaded = set(recovering)
 
@@ -428,9 +458,13 @@ def _load_group(
         batch = _take_batch(reader, recovering, settings.batch_size, group)
         paths = [path for path, _ in batch]
         deliveries = [delivery for _, found in batch for delivery in found]
+        if erasures:
+            kept = erasures.keep(deliveries)
+            group.dropped_by_erasure += len(deliveries) - len(kept)
+            deliveries = kept
         if maybe_loaded.intersection(paths):
             return paths, deliveries, None  # filtered in the caller's thread, through dlt
-        return paths, deliveries, to_tables(deliveries)
+        return paths, deliveries, to_tables(deliveries, strip)
 
     def batches():
         try:
@@ -450,7 +484,7 @@ def _load_group(
                     kept = _not_yet_loaded(pipeline, warehouse, deliveries)
                     group.already_loaded += len(deliveries) - len(kept)
                     deliveries = kept
-                    tables = to_tables(deliveries)
+                    tables = to_tables(deliveries, strip)
                 group.paths += paths
                 group.batches += 1
                 group.deliveries += len(deliveries)

@@ -68,21 +68,26 @@ SCHEDULED_BUILD = ("--exclude-resource-type", "unit_test")
 
 
 def run_dbt(
-    settings: Settings, command: str | Sequence[str] = "build", extra: Sequence[str] = ()
+    settings: Settings,
+    command: str | Sequence[str] = "build",
+    extra: Sequence[str] = (),
+    *,
+    lock: bool = True,
 ) -> int:
     """Run `dbt <command>`; returns dbt's exit code.
 
     On a DuckDB file it waits for the loader (one writer per file). On Postgres the loaders of
     every node keep loading while it runs (staging picks up whole committed loads only), but
     two dbt runs on one schema at once would both append the same loads: each waits for the
-    other through an advisory lock in the database.
+    other through an advisory lock in the database. `lock=False`: the caller holds that lock.
     """
     args = dbt_command(settings, command, extra)
     env = dbt_environment(settings)
-    lock = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
+    held = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
     results = target_path(settings) / "run_results.json"
     building = command in ("build", "run")
-    with lock, recorded_step(settings, "transform") if building else nullcontext({}) as record:
+    recording = recorded_step(settings, "transform") if building else nullcontext({})
+    with held if lock else nullcontext(), recording as record:
         results.unlink(missing_ok=True)
         status = subprocess.call(args, env=env)
         if building:

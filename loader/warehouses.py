@@ -205,6 +205,14 @@ class PostgresWarehouse(Warehouse):
             staging_dataset_name_layout=f"%s_staging_{self.settings.node}",
         )
 
+    def writer_lock(self):
+        """Loads of every node run at once; each holds the erasure lock shared, so `forget`
+        (which takes it exclusively) waits for loads that read the erasures before it recorded
+        one, and new loads wait for its deletes (loader.privacy)."""
+        return postgres_advisory_lock(
+            "flagsmith_warehouse.erasures", what="an erasure (forget)", shared=True
+        )
+
     def setup_lock(self):
         # Loaders of several nodes may start at once on an empty database: the one that creates
         # the dataset and the raw tables does it alone (Postgres fails concurrent `create schema`

@@ -166,6 +166,17 @@
 {%- endmacro %}
 
 
+{% macro excluded_trait_keys_state() -%}
+    {#- The excluded trait keys as recorded beside every incremental model's watermark: how
+        many and a hash of them, sorted (not the keys: no table names them); '' when none. -#}
+    {%- set keys = flagsmith_warehouse.excluded_trait_keys() | unique | sort -%}
+    {%- if not keys -%}
+        {{ return('') }}
+    {%- endif -%}
+    {{ return('excluded trait keys: ' ~ keys | length ~ ', md5 ' ~ local_md5(keys | join('\n'))) }}
+{%- endmacro %}
+
+
 {% macro trait_values_as_of(units, at_column, trait_columns) -%}
     {#- A select of `units` (a CTE with environment_id, identity, feature_id and `at_column`)
         keyed by those three, with one text column per trait column: the value stored at

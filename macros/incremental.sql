@@ -23,6 +23,12 @@
        none was recorded), the run rebuilds the mart whole: every input row is new, the model
        reads none of its existing rows (`is_incremental_run()` is false), and the strategy
        empties the table before inserting. Never a mix of old and new.
+    5. Erasures. Input is append-only except for `flagsmith-warehouse forget`, which deletes an
+       identity's deliveries and its rows from every table keyed by identity (loader/privacy.py).
+       Partitions keyed by identity are then exactly what a full refresh gives; a mart whose
+       partitions count across identities (features, segments, daily counts, allocations) sets
+       `rebuild_after_erasure`, so the completed erasures are part of its recorded state and a
+       new one rebuilds it whole.
 -#}
 
 
@@ -136,13 +142,54 @@
 
 
 {% macro current_state() -%}
-    {#- The text this model's rows depend on besides its input (config `flagsmith_rebuild_state`:
-        the name of a macro of this project that returns it), or none. -#}
-    {%- set macro_name = config.get('flagsmith_rebuild_state') -%}
-    {%- if not macro_name -%}
-        {{ return(none) }}
+    {#- The text this model's rows depend on besides its input, or none: the excluded trait
+        keys (every incremental model: staging leaves those traits out, so a change rebuilds
+        everything, as a full refresh would), what the macro named by config
+        `flagsmith_rebuild_state` returns, and with `flagsmith_rebuild_after_erasure` the
+        completed erasures (`erasure_state`). -#}
+    {%- set parts = [] -%}
+    {%- set excluded = flagsmith_warehouse.excluded_trait_keys_state() -%}
+    {%- if excluded -%}
+        {%- do parts.append(excluded) -%}
     {%- endif -%}
-    {{ return(flagsmith_warehouse[macro_name]()) }}
+    {%- set macro_name = config.get('flagsmith_rebuild_state') -%}
+    {%- if macro_name -%}
+        {%- set own = flagsmith_warehouse[macro_name]() -%}
+        {%- if own -%}
+            {%- do parts.append(own) -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- if config.get('flagsmith_rebuild_after_erasure') -%}
+        {%- set erasures = flagsmith_warehouse.erasure_state() -%}
+        {%- if erasures -%}
+            {%- do parts.append(erasures) -%}
+        {%- endif -%}
+    {%- endif -%}
+    {{ return(parts | join('\n') if parts else none) }}
+{%- endmacro %}
+
+
+{% macro erasure_state() -%}
+    {#- The completed erasures as text (how many, the newest), or '' while there are none, so a
+        warehouse that never erased records no state for it. Read from flagsmith_raw.erasures,
+        beside the raw tables. -#}
+    {%- if not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set raw = source('flagsmith', 'identity_webhooks') -%}
+    {%- set table = adapter.get_relation(raw.database, raw.schema, 'erasures') -%}
+    {%- if not table -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select count(*), cast(max(erased_at) as " ~ dbt.type_string() ~ ") from " ~ table
+        ~ " where action = 'forget' and rows_removed is not null"
+    ) -%}
+    {%- set row = result.rows[0] -%}
+    {%- if row[0] == 0 -%}
+        {{ return('') }}
+    {%- endif -%}
+    {{ return('erasures ' ~ row[0] ~ ', newest ' ~ row[1]) }}
 {%- endmacro %}
 
 
@@ -152,12 +199,16 @@
     {%- if not (is_incremental() and execute) -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set state = flagsmith_warehouse.current_state() -%}
-    {%- if state is none -%}
+    {%- if not config.get('flagsmith_replace_by') -%}
         {{ return(false) }}
     {%- endif -%}
+    {#- No state and none recorded are the same: a model whose state is empty until an option
+        is set does not rebuild on its first run after an upgrade, and does when the option is
+        unset again. -#}
+    {%- set state = flagsmith_warehouse.current_state() or '' -%}
     {%- set recorded = flagsmith_warehouse.recorded_watermark() -%}
-    {{ return(recorded is none or recorded['recorded_state'] != state) }}
+    {%- set recorded_state = (recorded['recorded_state'] if recorded else none) or '' -%}
+    {{ return(recorded_state != state) }}
 {%- endmacro %}
 
 
@@ -187,13 +238,14 @@
 
 {% macro incremental_config(
     input_model, replace_by, replace_new_identities=false, replace_new_input_of=none,
-    rebuild_state=none
+    rebuild_state=none, rebuild_after_erasure=false
 ) -%}
     {#- The config every incremental mart shares; `replace_by` names the partition columns.
         A recomputed partition is replaced even when it now has no rows, if it is named by
         `replace_new_identities` (every identity with new deliveries, keyed (environment_id,
         identity)) or `replace_new_input_of` (the distinct `replace_by` columns of the new rows
-        of that model). `rebuild_state`: see "Recorded state" above. -#}
+        of that model). `rebuild_state`, `rebuild_after_erasure`: see "Recorded state" and
+        "Erasures" above. -#}
     {{ return({
         'materialized': 'incremental',
         'incremental_strategy': 'flagsmith_replace_partitions',
@@ -201,6 +253,7 @@
         'flagsmith_replace_new_identities': replace_new_identities,
         'flagsmith_replace_new_input_of': replace_new_input_of,
         'flagsmith_rebuild_state': rebuild_state,
+        'flagsmith_rebuild_after_erasure': rebuild_after_erasure,
         'on_schema_change': 'fail',
         'pre_hook': [
             "{{ flagsmith_warehouse.create_watermarks_table() }}",
@@ -330,7 +383,7 @@
             received_at,
             transform_batch_at
         from webhooks
-        {% if is_incremental() %}
+        {% if flagsmith_warehouse.is_incremental_run() %}
         where ({{ scope }}, identity) in (
             select environment_scope, identity from identities_with_new_deliveries
         )

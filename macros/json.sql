@@ -64,6 +64,66 @@
 {%- endmacro %}
 
 
+{#- ------------------------------------------------------------ without_excluded_traits -#}
+
+{% macro without_excluded_traits(payload, keys) -%}
+    {#- The parsed payload with the traits whose trait_key is in `keys` left out of its trait
+        list (var flagsmith__excluded_trait_keys); the payload itself when `keys` is empty. -#}
+    {%- if not keys -%}
+        {{ payload }}
+    {%- else -%}
+        {{ return(adapter.dispatch('without_excluded_traits', 'flagsmith_warehouse')(payload, keys)) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro default__without_excluded_traits(payload, keys) -%}
+    {{ flagsmith_warehouse.raise_adapter_not_supported(
+        'without_excluded_traits(payload, keys)',
+        'the parsed payload with the elements of its traits list whose trait_key is in keys removed'
+    ) }}
+{%- endmacro %}
+
+{% macro duckdb__without_excluded_traits(payload, keys) -%}
+    struct_update(
+        {{ payload }},
+        traits := list_filter(
+            {{ payload }}.traits,
+            lambda excluded_trait: excluded_trait.trait_key not in ({{ flagsmith_warehouse.text_literals(keys) }})
+        )
+    )
+{%- endmacro %}
+
+{% macro postgres__without_excluded_traits(payload, keys) -%}
+    case
+        when jsonb_typeof({{ payload }} -> 'traits') = 'array' then jsonb_set(
+            {{ payload }},
+            '{traits}',
+            coalesce(
+                (
+                    select jsonb_agg(kept.trait order by kept.position)
+                    from jsonb_array_elements({{ payload }} -> 'traits')
+                        with ordinality as kept (trait, position)
+                    where not coalesce(
+                        kept.trait ->> 'trait_key' in ({{ flagsmith_warehouse.text_literals(keys) }}),
+                        false
+                    )
+                ),
+                '[]'::jsonb
+            )
+        )
+        else {{ payload }}
+    end
+{%- endmacro %}
+
+{% macro text_literals(values) -%}
+    {%- set quoted = [] -%}
+    {%- for value in values -%}
+        {%- do quoted.append("'" ~ (value | replace("'", "''")) ~ "'") -%}
+    {%- endfor -%}
+    {{ quoted | join(', ') }}
+{%- endmacro %}
+
+
 {#- ------------------------------------------------------------------------- extract_field -#}
 
 {% macro extract_field(expression, path, data_type=none) -%}

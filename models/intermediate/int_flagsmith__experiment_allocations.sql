@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'flagsmith__flag_evaluations', ['environment_id', 'feature_id', 'arm']
+    'flagsmith__flag_evaluations', ['environment_id', 'feature_id', 'arm'],
+    rebuild_after_erasure=true
 )) }}
 
 {#- The split Flagsmith reports, per (environment_id, feature_id, arm): the latest non-null

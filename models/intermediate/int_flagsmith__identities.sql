@@ -24,7 +24,7 @@ identities_with_new_deliveries as (
 
 identity_deliveries as (
     select * from webhooks
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     where ({{ flagsmith_warehouse.partition_key('environment_id') }}, identity) in (
         select environment_scope, identity from identities_with_new_deliveries
     )

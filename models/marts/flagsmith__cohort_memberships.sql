@@ -37,7 +37,7 @@ identities_recomputed as (
 
 periods_of_identities as (
     select * from exposure_periods
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     where (environment_id, identity) in (
         select environment_id, identity from identities_recomputed
     )
@@ -46,7 +46,7 @@ periods_of_identities as (
 
 segment_periods_of_identities as (
     select * from segment_periods
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     where ({{ flagsmith_warehouse.partition_key('environment_id') }}, identity) in (
         select {{ flagsmith_warehouse.partition_key('environment_id') }}, identity
         from identities_recomputed

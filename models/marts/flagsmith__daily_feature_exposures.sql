@@ -1,6 +1,7 @@
 {{ config(**flagsmith_warehouse.incremental_config(
     'flagsmith__flag_evaluations', ['exposure_date', 'environment_id', 'feature_id'],
-    rebuild_state='reporting_timezone_state'
+    rebuild_state='reporting_timezone_state',
+    rebuild_after_erasure=true
 )) }}
 
 {#- Per local date of received_at in the reporting time zone, feature and variant: identities evaluated that day in that variant,

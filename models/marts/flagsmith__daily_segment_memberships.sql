@@ -1,7 +1,8 @@
 {{ config(**flagsmith_warehouse.incremental_config(
     'stg_flagsmith__identity_webhooks', ['environment_id'],
     replace_new_input_of='stg_flagsmith__identity_webhooks',
-    rebuild_state='reporting_timezone_state'
+    rebuild_state='reporting_timezone_state',
+    rebuild_after_erasure=true
 )) }}
 
 {#- A segment's size per local date (reporting time zone), from its first membership to the

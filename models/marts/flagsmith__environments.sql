@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'stg_flagsmith__identity_webhooks', ['environment_id']
+    'stg_flagsmith__identity_webhooks', ['environment_id'],
+    rebuild_after_erasure=true
 )) }}
 
 {#- One row per Flagsmith environment id, over the deliveries whose flags carry it. Counts come

@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'flagsmith__flag_evaluations', ['environment_id', 'feature_id']
+    'flagsmith__flag_evaluations', ['environment_id', 'feature_id'],
+    rebuild_after_erasure=true
 )) }}
 
 {#- One row per feature per environment. Attributes come from the latest evaluation, by
@@ -65,7 +66,7 @@ candidates as (
             latest.environment_id = summarized.environment_id
             and latest.feature_id = summarized.feature_id
     group by latest.environment_id, latest.feature_id
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     union all
     select
         environment_id,

@@ -15,7 +15,7 @@ all_periods as (
     select * from {{ ref('flagsmith__flag_exposure_periods') }}
 ),
 
-{% if is_incremental() %}
+{% if flagsmith_warehouse.is_incremental_run() %}
 pairs_with_new_periods as (
     -- from the relation itself, not the shared CTE, so the watermark prunes row groups and
     -- the warehouse does not keep a copy of the CTE for its two readers
@@ -28,7 +28,7 @@ pairs_with_new_periods as (
 exposure_periods as (
     select all_periods.*
     from all_periods
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     inner join pairs_with_new_periods as pairs
         on
             all_periods.environment_id = pairs.environment_id

@@ -35,7 +35,7 @@ new_evaluations as materialized (
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
-{% if is_incremental() %}
+{% if flagsmith_warehouse.is_incremental_run() %}
 pairs_with_new_evaluations as (
     select distinct environment_id, identity, feature_id from new_evaluations
 ),
@@ -106,7 +106,7 @@ periods_kept_whole as (
 evaluations_to_place as (
     -- the new evaluations, and on a late delivery the old ones of the periods it splits
     select * from new_evaluations
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     union all
     select * from evaluations_of_split_periods
     {% endif %}
@@ -118,7 +118,7 @@ tied_instants as (
     -- the evaluations it places (a tie with an old delivery re-reads that delivery's
     -- evaluations, since a late evaluation splits the period holding its instant); either way
     -- the common path needs no grouping or extra sort
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     select identity, received_at
     from evaluations_to_place
     group by identity, received_at
@@ -179,7 +179,7 @@ items as (
     select * from single_evaluation_items
     union all
     select * from tied_evaluation_items
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     union all
     select
         environment_id,

@@ -1,5 +1,6 @@
 {{ config(**flagsmith_warehouse.incremental_config(
-    'stg_flagsmith__identity_webhooks', ['environment_id', 'segment_id']
+    'stg_flagsmith__identity_webhooks', ['environment_id', 'segment_id'],
+    rebuild_after_erasure=true
 )) }}
 
 {#- One row per segment per environment, counted from every delivery that lists it (member or
@@ -34,7 +35,7 @@ candidates as (
         max(transform_batch_at) as transform_batch_at
     from new_listings
     group by environment_id, segment_id
-    {% if is_incremental() %}
+    {% if flagsmith_warehouse.is_incremental_run() %}
     union all
     select
         environment_id,

@@ -1,15 +1,20 @@
 {{ config(
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='flagsmith_replace_partitions',
+    flagsmith_replace_by=['delivery_id'],
     on_schema_change='fail',
     pre_hook="{{ flagsmith_warehouse.create_watermarks_table() }}",
+    post_hook="{{ flagsmith_warehouse.record_watermark(this) }}",
 ) }}
 
 {#- The only place the payload is parsed: once per delivery, into a typed value the list models
     unnest. Incremental by dlt load: the rows of every load not yet here are appended and stamped
     with this run's `transform_batch_at` (macros/incremental.sql explains how the marts use it).
     Only loads dlt has recorded as complete are taken, so a load id is either wholly here or not
-    at all, even when its jobs commit one by one or another loader is still loading. -#}
+    at all, even when its jobs commit one by one or another loader is still loading.
+    Traits whose key is in var flagsmith__excluded_trait_keys are left out of the payload here,
+    so no model has them. Every incremental model records the keys beside its watermark: when
+    they change, each rebuilds whole from every load, as a full refresh would. -#}
 
 with
 
@@ -22,7 +27,7 @@ source as (
     select * from {{ source('flagsmith', 'identity_webhooks') }}
     where
         _dlt_load_id in (select load_id from completed_loads)
-        {% if is_incremental() %}
+        {% if flagsmith_warehouse.is_incremental_run() %}
         and _dlt_load_id not in (
             select distinct dlt_load_id from {{ this }} where dlt_load_id is not null
         )
@@ -53,7 +58,9 @@ renamed as (
         body_sha256,
         dlt_load_id,
         {{ flagsmith_warehouse.batch_stamp_expression() }} as transform_batch_at,
-        payload
+        {{ flagsmith_warehouse.without_excluded_traits(
+            'payload', flagsmith_warehouse.excluded_trait_keys()
+        ) }} as payload
     from parsed
 )
 
