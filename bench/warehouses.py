@@ -1,12 +1,13 @@
-"""The loader and the dbt builds on Postgres beside DuckDB, for the same deliveries.
+"""The loader and the dbt builds on Postgres and Spark beside DuckDB, for the same deliveries.
 
     .venv/bin/python bench/warehouses.py [--deliveries 10000] [--more 500] [--flags 50]
-        [--repeat 3]
+        [--repeat 3] [--warehouses duckdb,postgres,spark]
 
 One stream of simulated deliveries (seed 5) is written to two spools as the receiver writes
 them: the first N deliveries, and the next `--more`. Each round, for each warehouse (a new
 DuckDB file; a new Postgres database on the server the PG* variables name, 127.0.0.1:5432 by
-default), it runs the real commands in fresh processes and times them:
+default; a new lake and Spark warehouse folder), it runs the real commands in fresh processes
+and times them:
 
 1. `flagsmith-warehouse load` of the N deliveries;
 2. `flagsmith-warehouse transform` (a first `dbt build`: every model built in full, every data
@@ -15,10 +16,11 @@ default), it runs the real commands in fresh processes and times them:
 4. `transform` again (the incremental build a scheduler runs);
 5. `transform` with nothing new (dbt's fixed start-up and the tests: the floor).
 
-It prints each phase's median wall time on both warehouses, the Postgres/DuckDB ratio and each
-warehouse's incremental build as a fraction of its full build, and writes
-`bench/out/warehouses.json`. Peak RSS is of the `flagsmith-warehouse` process only: the
-Postgres server's own memory is not in it.
+It prints each phase's median wall time per warehouse, its ratio to DuckDB's in the same round,
+each warehouse's incremental build as a fraction of its full build, and the build time per
+delivery (the full build per delivery of the history, the incremental one per new delivery),
+and writes `bench/out/warehouses.json`. Peak RSS is of the `flagsmith-warehouse` process only:
+the Postgres server's and Spark's JVM memory (a child of dbt) are not in it.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def run_round(root: Path, spools: Path, warehouse: str) -> dict[str, dict[str, f
         FLAGSMITH_SPOOL_DIR=str(work / "spool"),
         FLAGSMITH_STATE_DIR=str(work / "state"),
         FLAGSMITH_DUCKDB_PATH=str(work / "warehouse.duckdb"),
+        FLAGSMITH_LAKE_DIR=str(work / "lake"),
+        FLAGSMITH_SPARK_WAREHOUSE_DIR=str(work / "spark-warehouse"),
     )
     database = None
     if warehouse == "postgres":
@@ -119,7 +123,11 @@ def main() -> int:
     parser.add_argument("--more", type=int, default=500)
     parser.add_argument("--flags", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warehouses", default="duckdb,postgres")
     args = parser.parse_args()
+    warehouses = args.warehouses.split(",")
+    if warehouses[0] != "duckdb":
+        parser.error("--warehouses starts with duckdb: the ratios are to it")
     root = Path(tempfile.mkdtemp(prefix="bench-warehouses-"))
     try:
         write_spools(root / "spools", args.deliveries, args.more, args.flags)
@@ -129,7 +137,7 @@ def main() -> int:
         )
         rounds = []
         for number in range(args.repeat):
-            result = {w: run_round(root, root / "spools", w) for w in ("duckdb", "postgres")}
+            result = {w: run_round(root, root / "spools", w) for w in warehouses}
             rounds.append(result)
             print(
                 f"round {number + 1}: "
@@ -140,25 +148,42 @@ def main() -> int:
                 flush=True,
             )
         summary: dict[str, dict[str, float]] = {}
-        print(f"\n{'phase':<18} {'duckdb':>9} {'postgres':>9} {'pg/duckdb':>10}")
+        others = warehouses[1:]
+        print(
+            f"\n{'phase':<18} "
+            + " ".join(f"{w:>9}" for w in warehouses)
+            + " ".join(f" {w + '/duckdb':>15}" for w in others)
+        )
         for p in PHASES:
-            medians = {
-                w: statistics.median(r[w][p]["seconds"] for r in rounds)
-                for w in ("duckdb", "postgres")
+            medians = {w: statistics.median(r[w][p]["seconds"] for r in rounds) for w in warehouses}
+            ratios = {
+                f"{w}_over_duckdb": statistics.median(
+                    r[w][p]["seconds"] / r["duckdb"][p]["seconds"] for r in rounds
+                )
+                for w in others
             }
-            ratio = statistics.median(
-                r["postgres"][p]["seconds"] / r["duckdb"][p]["seconds"] for r in rounds
+            summary[p] = {**medians, **ratios}
+            print(
+                f"{p:<18} "
+                + " ".join(f"{medians[w]:>8.2f}s" for w in warehouses)
+                + " ".join(f" {ratios[w + '_over_duckdb']:>14.2f}x" for w in others)
             )
-            summary[p] = {**medians, "postgres_over_duckdb": ratio}
-            print(f"{p:<18} {medians['duckdb']:>8.2f}s {medians['postgres']:>8.2f}s {ratio:>9.2f}x")
-        for w in ("duckdb", "postgres"):
+        for w in warehouses:
             fraction = statistics.median(
                 r[w]["incremental_build"]["seconds"] / r[w]["full_build"]["seconds"] for r in rounds
             )
             rss = statistics.median(r[w]["load"]["peak_rss_mb"] for r in rounds)
-            summary[w] = {"incremental_over_full": fraction, "load_peak_rss_mb": rss}
+            full_ms = 1000 * summary["full_build"][w] / args.deliveries
+            incremental_ms = 1000 * summary["incremental_build"][w] / args.more
+            summary[w] = {
+                "incremental_over_full": fraction,
+                "load_peak_rss_mb": rss,
+                "full_build_ms_per_delivery": full_ms,
+                "incremental_build_ms_per_new_delivery": incremental_ms,
+            }
             print(
                 f"{w}: incremental build {fraction:.0%} of the full build; "
+                f"{full_ms:.1f} ms per delivery in full, {incremental_ms:.1f} ms per new one; "
                 f"loader peak {rss:.0f} MB; "
                 f"{args.deliveries / summary['load'][w]:.0f} deliveries/s loaded"
             )

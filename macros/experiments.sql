@@ -220,7 +220,7 @@
         error below 1.2e-7). Past h = 600 the tail is below 1e-200 for every k here: 0, which
         also keeps exp() from underflowing (Postgres raises on underflow). tests/test_srm.py
         checks it against scipy's chi2.sf. -#}
-    {%- set h = '(cast(' ~ statistic ~ ' as double precision) / 2.0)' -%}
+    {%- set h = '(cast(' ~ statistic ~ ' as ' ~ flagsmith_warehouse.sql_type('double precision') ~ ') / 2.0)' -%}
     {%- set k = '(' ~ degrees_of_freedom ~ ')' -%}
     {%- set half = (max_degrees_of_freedom // 2) -%}
     {%- set z = 'sqrt(' ~ h ~ ')' -%}

@@ -36,9 +36,9 @@
     {#- The stamp of the rows this run appends: the run's start, or a microsecond after the last
         stamp if the clock went backwards since, so that stamps strictly grow. -#}
     {%- set started -%}
-        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}+00' as timestamp with time zone)
+        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}+00' as {{ flagsmith_warehouse.sql_type('timestamp with time zone') }})
     {%- endset -%}
-    {%- if is_incremental() -%}
+    {%- if flagsmith_warehouse.is_incremental_table() -%}
         greatest(
             {{ started }},
             coalesce(
@@ -63,6 +63,11 @@
 
 
 {% macro create_watermarks_table() -%}
+    {{ return(adapter.dispatch('create_watermarks_table', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__create_watermarks_table() -%}
     {#- pre_hook of stg_flagsmith__identity_webhooks, which runs before every mart, and of every
         incremental mart (for a mart built alone or in another schema). Emitting the DDL only
         when the table is missing keeps marts that dbt runs in parallel from colliding on it
@@ -89,6 +94,11 @@
 
 
 {% macro record_watermark(input_relation) -%}
+    {{ return(adapter.dispatch('record_watermark', 'flagsmith_warehouse')(input_relation)) }}
+{%- endmacro %}
+
+
+{% macro default__record_watermark(input_relation) -%}
     {#- post_hook of every incremental mart: the newest input batch it has now processed. Runs in
         the model's transaction, so the watermark moves only when the rows did. -#}
     delete from {{ flagsmith_warehouse.watermark_relation() }}
@@ -123,7 +133,7 @@
     {%- endif -%}
     {%- set query -%}
         -- the batch stamp as the warehouse writes it, so the literal compares exactly
-        select cast(transform_batch_at as varchar) as batch_text, *
+        select cast(transform_batch_at as {{ dbt.type_string() }}) as batch_text, *
         from {{ flagsmith_warehouse.watermark_relation() }}
         where model_name = '{{ this.identifier }}'
     {%- endset -%}
@@ -134,9 +144,11 @@
     {%- set row = table.rows[0] -%}
     {%- set names = table.column_names | map('lower') | list -%}
     {%- set state = row[names.index('recorded_state')] if 'recorded_state' in names else none -%}
+    {%- set writing = row[names.index('writing')] if 'writing' in names else none -%}
     {{ return({
         'transform_batch_at': row[names.index('batch_text')],
         'recorded_state': none if state is none else state | string,
+        'writing': none if writing is none else writing | string,
     }) }}
 {%- endmacro %}
 
@@ -196,7 +208,7 @@
 {% macro is_rebuild() -%}
     {#- True when an incremental run must rebuild the model whole: its recorded state differs
         from the current one. -#}
-    {%- if not (is_incremental() and execute) -%}
+    {%- if not (flagsmith_warehouse.is_incremental_table() and execute) -%}
         {{ return(false) }}
     {%- endif -%}
     {%- if not config.get('flagsmith_replace_by') -%}
@@ -207,15 +219,43 @@
         unset again. -#}
     {%- set state = flagsmith_warehouse.current_state() or '' -%}
     {%- set recorded = flagsmith_warehouse.recorded_watermark() -%}
+    {#- A write that did not finish (Spark: macros/spark_incremental.sql) leaves a table that may
+        be half old, half new: rebuilt whole, unless the model repairs it itself. -#}
+    {%- if recorded and recorded['writing'] is not none and not (
+        config.get('flagsmith_repairs_unfinished_write') and recorded['writing'].startswith('loads ')
+    ) -%}
+        {{ return(true) }}
+    {%- endif -%}
     {%- set recorded_state = (recorded['recorded_state'] if recorded else none) or '' -%}
     {{ return(recorded_state != state) }}
+{%- endmacro %}
+
+
+{% macro is_incremental_table() -%}
+    {#- dbt's is_incremental(), also for Spark's materialization `flagsmith_incremental`
+        (macros/spark_incremental.sql): the model's table exists and this is no full refresh. -#}
+    {%- if is_incremental() -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- if not execute or model.config.materialized != 'flagsmith_incremental' -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set existing = adapter.get_relation(this.database, this.schema, this.identifier) -%}
+    {{ return(existing is not none and existing.type == 'table' and not should_full_refresh()) }}
+{%- endmacro %}
+
+
+{% macro incremental_materialization() -%}
+    {#- dbt's incremental materialization, and on Spark the project's own (its parquet tables
+        have no DELETE: macros/spark_incremental.sql). -#}
+    {{ return('flagsmith_incremental' if adapter.type() == 'spark' else 'incremental') }}
 {%- endmacro %}
 
 
 {% macro is_incremental_run() -%}
     {#- is_incremental(), unless the model rebuilds whole this run (see `is_rebuild`): use it
         wherever a model reads its own existing rows. -#}
-    {{ return(is_incremental() and not flagsmith_warehouse.is_rebuild()) }}
+    {{ return(flagsmith_warehouse.is_incremental_table() and not flagsmith_warehouse.is_rebuild()) }}
 {%- endmacro %}
 
 
@@ -228,7 +268,10 @@
         {%- if recorded is none or recorded['transform_batch_at'] is none -%}
             true
         {%- else -%}
-            {{ column }} > cast('{{ recorded['transform_batch_at'] }}' as timestamp with time zone)
+            {{ column }} > cast(
+                '{{ recorded['transform_batch_at'] }}'
+                as {{ flagsmith_warehouse.sql_type('timestamp with time zone') }}
+            )
         {%- endif -%}
     {%- else -%}
         true
@@ -247,9 +290,10 @@
         of that model). `rebuild_state`, `rebuild_after_erasure`: see "Recorded state" and
         "Erasures" above. -#}
     {{ return({
-        'materialized': 'incremental',
+        'materialized': flagsmith_warehouse.incremental_materialization(),
         'incremental_strategy': 'flagsmith_replace_partitions',
         'flagsmith_replace_by': replace_by,
+        'flagsmith_input_model': input_model,
         'flagsmith_replace_new_identities': replace_new_identities,
         'flagsmith_replace_new_input_of': replace_new_input_of,
         'flagsmith_rebuild_state': rebuild_state,
@@ -396,13 +440,17 @@
             environment_id,
             identity,
             received_at,
-            row_number() over (instant order by delivery_id desc) as rank_in_instant,
-            count(*) over instant as deliveries_at_instant,
+            row_number() over (
+                partition by environment_id, identity, received_at
+                order by delivery_id desc
+            ) as rank_in_instant,
+            count(*) over (
+                partition by environment_id, identity, received_at
+            ) as deliveries_at_instant,
             max(transform_batch_at) over (
                 partition by environment_id, identity
             ) as transform_batch_at
         from identity_deliveries
-        window instant as (partition by environment_id, identity, received_at)
     )
 
     select
@@ -437,4 +485,43 @@
                 = {{ flagsmith_warehouse.partition_key('next_delivery.environment_id') }}
             and {{ runs }}.identity = next_delivery.identity
             and {{ runs }}.last_delivery_number + 1 = next_delivery.delivery_number
+{%- endmacro %}
+
+
+{% macro raw_deliveries_to_stage() -%}
+    {#- The raw rows staging has not taken yet (all of them on a full refresh or a rebuild),
+        from loads dlt recorded as complete only, so a load id is either wholly staged or not at
+        all, even when its jobs commit one by one or another loader is still loading. -#}
+    {{ return(adapter.dispatch('raw_deliveries_to_stage', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__raw_deliveries_to_stage() -%}
+    select * from {{ source('flagsmith', 'identity_webhooks') }}
+    where
+        _dlt_load_id in (
+            select load_id from {{ source('flagsmith', 'dlt_loads') }}
+            where status = 0
+        )
+        {% if flagsmith_warehouse.is_incremental_run() %}
+        and _dlt_load_id not in (
+            select distinct dlt_load_id from {{ this }} where dlt_load_id is not null
+        )
+        {% endif %}
+{%- endmacro %}
+
+
+{% macro materialized_cte() -%}
+    {#- `with name as materialized (...)`: computes a CTE read several times once (DuckDB,
+        Postgres); Spark has no such hint. -#}
+    {{ return(adapter.dispatch('materialized_cte', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__materialized_cte() -%}
+    materialized
+{%- endmacro %}
+
+
+{% macro spark__materialized_cte() -%}
 {%- endmacro %}

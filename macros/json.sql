@@ -422,3 +422,212 @@
 {% macro postgres__in_byte_order(expression) -%}
     {{ expression }} collate "C"
 {%- endmacro %}
+
+
+{#- ------------------------------------------------------------------------------ Spark -#}
+
+{#- Spark 4 parses the payload into a VARIANT (`parse_json`): typed like JSON, so a boolean
+    `false` and a string "false" stay apart (`schema_of_variant`). A variant keeps a number's
+    value, not its text: a fraction becomes a DECIMAL whose trailing zeros are gone (`50.0` is
+    DECIMAL(2,0)), an exponent or too many digits a DOUBLE, and an integer beyond BIGINT a
+    DECIMAL(p,0) with p >= 19. Flagsmith's serialiser (Python's json) writes a float as its
+    shortest repr, in exponent form from 1e16 up, so a DECIMAL(p,0) with p < 19 came from a
+    float written with `.0`, and one with p >= 19 from an integer. -#}
+
+{% macro spark__parse_identity_payload(payload_column) -%}
+    parse_json({{ payload_column }})
+{%- endmacro %}
+
+{% macro spark__json_path(path) -%}
+    {%- set steps = ['$'] -%}
+    {%- for step in path -%}
+        {%- if step is number -%}
+            {%- do steps.append('[' ~ step ~ ']') -%}
+        {%- elif step is string and step.replace('_', '').isalnum() -%}
+            {%- do steps.append('.' ~ step) -%}
+        {%- else -%}
+            {{ exceptions.raise_compiler_error(
+                "extract_field: path steps must be integers or [A-Za-z0-9_] keys, not " ~ step
+            ) }}
+        {%- endif -%}
+    {%- endfor -%}
+    '{{ steps | join('') }}'
+{%- endmacro %}
+
+{% macro spark__extract_field(expression, path, data_type=none) -%}
+    {%- if data_type is none -%}
+        variant_get({{ expression }}, {{ flagsmith_warehouse.spark__json_path(path) }})
+    {%- else -%}
+        variant_get(
+            {{ expression }},
+            {{ flagsmith_warehouse.spark__json_path(path) }},
+            '{{ flagsmith_warehouse.sql_type(data_type) }}'
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro spark__unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
+    {#- explode gives no row for an empty list or a missing (null) one -#}
+    select
+        {{ relation }}.*,
+        {{ element_column }}_elements.{{ element_column }}
+    from {{ relation }}
+    cross join lateral explode(
+        variant_get({{ relation }}.{{ parsed_column }}, '$.{{ list_field }}', 'array<variant>')
+    ) as {{ element_column }}_elements ({{ element_column }})
+{%- endmacro %}
+
+{% macro spark__json_scalar_type(json_expression) -%}
+    case
+        when {{ json_expression }} is null or is_variant_null({{ json_expression }}) then 'null'
+        when schema_of_variant({{ json_expression }}) = 'STRING' then 'string'
+        when schema_of_variant({{ json_expression }}) = 'BOOLEAN' then 'boolean'
+        when schema_of_variant({{ json_expression }}) in ('TINYINT', 'SMALLINT', 'INT', 'BIGINT')
+            then 'integer'
+        when schema_of_variant({{ json_expression }}) rlike '^DECIMAL\\([0-9]+,0\\)$'
+            and cast(
+                regexp_extract(schema_of_variant({{ json_expression }}), '^DECIMAL\\(([0-9]+),', 1)
+                as int
+            ) >= 19
+            then 'integer'
+        when schema_of_variant({{ json_expression }}) rlike '^(DECIMAL|DOUBLE|FLOAT)'
+            then 'float'
+        else lower(schema_of_variant({{ json_expression }}))
+    end
+{%- endmacro %}
+
+{% macro spark__json_scalar_text(json_expression) -%}
+    case {{ flagsmith_warehouse.spark__json_scalar_type(json_expression) }}
+        when 'null' then cast(null as string)
+        when 'float' then {{ flagsmith_warehouse.spark__json_float_text(
+            "variant_get(" ~ json_expression ~ ", '$', 'string')"
+        ) }}
+        else variant_get({{ json_expression }}, '$', 'string')
+    end
+{%- endmacro %}
+
+{% macro spark__json_float_text(number_text) -%}
+    {#- `number_text`: a number as Spark writes a DECIMAL (`97.5`, `50`) or a DOUBLE (`1.0E-5`),
+        re-rendered as DuckDB (yyjson) renders a double (see postgres__json_scalar_text): plain
+        with `.0` when whole for 1e-6 <= |x| < 1e21, else `<digits>e<exponent>`. Worked on the
+        text: the digits without sign or point, and where the point falls among them. -#}
+    {%- set unsigned = "trim(LEADING '-' FROM " ~ number_text ~ ")" -%}
+    {%- set mantissa = "split_part(upper(" ~ unsigned ~ "), 'E', 1)" -%}
+    {%- set exponent = "coalesce(try_cast(nullif(split_part(upper(" ~ unsigned ~ "), 'E', 2), '') as int), 0)" -%}
+    {%- set integer_digits = "split_part(" ~ mantissa ~ ", '.', 1)" -%}
+    {%- set digits = "concat(" ~ integer_digits ~ ", split_part(" ~ mantissa ~ ", '.', 2))" -%}
+    {%- set significant = "trim(BOTH '0' FROM " ~ digits ~ ")" -%}
+    {%- set leading_zeros = "(length(" ~ digits ~ ") - length(trim(LEADING '0' FROM " ~ digits ~ ")))" -%}
+    {#- the point sits after `point` significant digits: 123.4 -> 3, 0.05 -> -1 -#}
+    {%- set point = "(length(" ~ integer_digits ~ ") + " ~ exponent ~ " - " ~ leading_zeros ~ ")" -%}
+    {%- set sign = "case when " ~ number_text ~ " like '-%' then '-' else '' end" -%}
+    case
+        when {{ number_text }} is null then cast(null as string)
+        when {{ significant }} = '' then concat({{ sign }}, '0.0')
+        when {{ point }} >= -5 and {{ point }} <= 21 then concat(
+            {{ sign }},
+            case
+                when {{ point }} <= 0
+                    then concat('0.', repeat('0', -{{ point }}), {{ significant }})
+                when {{ point }} >= length({{ significant }})
+                    then concat(
+                        {{ significant }}, repeat('0', {{ point }} - length({{ significant }})), '.0'
+                    )
+                else concat(
+                    substr({{ significant }}, 1, {{ point }}),
+                    '.',
+                    substr({{ significant }}, {{ point }} + 1)
+                )
+            end
+        )
+        else concat(
+            {{ sign }},
+            substr({{ significant }}, 1, 1),
+            case when length({{ significant }}) > 1
+                then concat('.', substr({{ significant }}, 2)) else '' end,
+            'e',
+            cast({{ point }} - 1 as string)
+        )
+    end
+{%- endmacro %}
+
+{% macro spark__without_excluded_traits(payload, keys) -%}
+    {#- A variant cannot be edited in place: the object is rebuilt from the four keys the models
+        read, with the kept traits. -#}
+    to_variant_object(named_struct(
+        'identity', variant_get({{ payload }}, '$.identity'),
+        'flags', variant_get({{ payload }}, '$.flags', 'array<variant>'),
+        'traits', filter(
+            variant_get({{ payload }}, '$.traits', 'array<variant>'),
+            excluded_trait -> not coalesce(
+                variant_get(excluded_trait, '$.trait_key', 'string')
+                    in ({{ flagsmith_warehouse.text_literals(keys) }}),
+                false
+            )
+        ),
+        'segments', variant_get({{ payload }}, '$.segments', 'array<variant>')
+    ))
+{%- endmacro %}
+
+{% macro spark__local_date(timestamp_expression, timezone) -%}
+    {#- Spark's timestamp is an instant; from_utc_timestamp gives the zone's wall-clock time of
+        it (the session time zone is UTC: profiles.yml). -#}
+    to_date(from_utc_timestamp({{ timestamp_expression }}, '{{ timezone }}'))
+{%- endmacro %}
+
+{% macro spark__dates_between(start_date, end_date, alias) -%}
+    cross join lateral explode(
+        sequence(to_date({{ start_date }}), to_date({{ end_date }}), interval 1 day)
+    ) as {{ alias }} (spine_date)
+{%- endmacro %}
+
+{% macro spark__value_at_latest(value, order_by, latest) -%}
+    {#- max_by/min_by keep a null value when that is the chosen row's -#}
+    {{ 'max_by' if latest else 'min_by' }}({{ value }}, struct({{ order_by | join(', ') }}))
+{%- endmacro %}
+
+{% macro spark__split_text(expression, separator) -%}
+    {#- split takes a regular expression: the separator is quoted -#}
+    explode(split({{ expression }}, '\\Q{{ separator }}\\E'))
+{%- endmacro %}
+
+
+{#- ---------------------------------------------------------------------------- sql_type -#}
+
+{% macro sql_type(name) -%}
+    {#- The warehouse's name for a portable SQL type (text, varchar, double precision, bigint,
+        boolean, timestamp with time zone, date). -#}
+    {{ return(adapter.dispatch('sql_type', 'flagsmith_warehouse')(name)) }}
+{%- endmacro %}
+
+{% macro default__sql_type(name) -%}
+    {{ return(name) }}
+{%- endmacro %}
+
+{% macro spark__sql_type(name) -%}
+    {%- set names = {
+        'text': 'string',
+        'varchar': 'string',
+        'double precision': 'double',
+        'timestamp with time zone': 'timestamp',
+    } -%}
+    {{ return(names.get(name | lower, name)) }}
+{%- endmacro %}
+
+
+{#- ------------------------------------------------------------------- ordered_string_agg -#}
+
+{% macro ordered_string_agg(expression, separator, order_by) -%}
+    {#- Aggregate: the texts joined with `separator`, in the order of `order_by`. -#}
+    {{ return(adapter.dispatch('ordered_string_agg', 'flagsmith_warehouse')(
+        expression, separator, order_by
+    )) }}
+{%- endmacro %}
+
+{% macro default__ordered_string_agg(expression, separator, order_by) -%}
+    string_agg({{ expression }}, '{{ separator }}' order by {{ order_by }})
+{%- endmacro %}
+
+{% macro spark__ordered_string_agg(expression, separator, order_by) -%}
+    listagg({{ expression }}, '{{ separator }}') within group (order by {{ order_by }})
+{%- endmacro %}

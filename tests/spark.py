@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,68 @@ def spark(tmp_path_factory) -> Iterator[object]:
         yield session
     finally:
         session.stop()
+
+
+SPARK_BUILD = ("--exclude-resource-type", "unit_test")
+"""What a Spark `dbt build` in the tests leaves out, as a scheduled `transform` does: the unit
+tests, whose fixtures are written in DuckDB's and Postgres's types."""
+
+
+_DUMP = """
+import sys
+from pyspark.sql import SparkSession
+
+warehouse, out, schema, *names = sys.argv[1:]
+session = (
+    SparkSession.builder.master("local[2]")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.session.timeZone", "UTC")
+    .config("spark.sql.shuffle.partitions", "2")
+    .config("spark.sql.warehouse.dir", warehouse)
+    .config(
+        "spark.hadoop.javax.jdo.option.ConnectionURL",
+        f"jdbc:derby:;databaseName={warehouse}/metastore_db;create=true",
+    )
+    .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse}")
+    .enableHiveSupport()
+    .getOrCreate()
+)
+for name in names:
+    table = session.table(f"{schema}.{name}")
+    kept = [f.name for f in table.schema.fields if f.dataType.typeName() != "variant"]
+    table.select(*kept).write.mode("overwrite").parquet(f"{out}/{name}")
+session.stop()
+"""
+
+
+def spark_tables(settings, names, out_dir, schema: str = "flagsmith"):
+    """An in-memory DuckDB connection (UTC) with a view `<schema>.<name>` per Spark table or
+    view `names` of the warehouse `settings` built, read out by a Spark process of its own
+    (Spark's metastore admits one process at a time; dbt's has ended). Variant columns (the
+    staged payload) are left out: DuckDB cannot read them."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _DUMP,
+            str(Path(settings.spark_warehouse_dir).resolve()),
+            str(out_dir),
+            schema,
+            *names,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    connection = duckdb.connect()
+    connection.execute("set TimeZone = 'UTC'")
+    connection.execute(f"create schema {schema}")
+    for name in names:
+        files = f"{out_dir}/{name}/*.parquet"
+        connection.execute(f"create view {schema}.{name} as select * from read_parquet('{files}')")
+    return connection

@@ -10,8 +10,18 @@
 -#}
 {% test unique_combination_of_columns(model, combination_of_columns, recent_rows_column=none) %}
 
-{%- set keys = [] -%}
+{#- a name in double quotes (a reserved word such as "timestamp") is quoted as the warehouse
+    quotes identifiers (Spark: backticks) -#}
+{%- set columns = [] -%}
 {%- for column in combination_of_columns -%}
+    {%- if column.startswith('"') and column.endswith('"') -%}
+        {%- do columns.append(adapter.quote(column[1:-1])) -%}
+    {%- else -%}
+        {%- do columns.append(column) -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- set keys = [] -%}
+{%- for column in columns -%}
     {%- do keys.append(flagsmith_warehouse.partition_key(column)) -%}
 {%- endfor %}
 
@@ -30,13 +40,13 @@ scoped as (
 
 keys_counted as (
     select
-        {% for column in combination_of_columns -%}
+        {% for column in columns -%}
         {{ column }},
         {% endfor -%}
         count(*) as row_count
     from scoped
     group by
-        {% for column in combination_of_columns -%}
+        {% for column in columns -%}
         {{ column }}{{ "," if not loop.last }}
         {% endfor %}
 ),

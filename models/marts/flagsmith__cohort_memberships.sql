@@ -62,7 +62,7 @@ variant_runs_bounded as (
         variant is distinct from lag(variant) over period_order as is_run_start,
         variant is distinct from lead(variant) over period_order as is_run_end,
         max(transform_batch_at) over (
-            period_order rows between unbounded preceding and unbounded following
+            partition by environment_id, identity, feature_id
         ) as newest_batch
     from periods_of_identities
     window period_order as (

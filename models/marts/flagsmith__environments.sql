@@ -59,10 +59,9 @@ environment_keys as (
 environment_keys_joined as (
     select
         environment_id,
-        string_agg(
-            environment_key, ','
-            order by {{ flagsmith_warehouse.in_byte_order('environment_key') }}
-        ) as environment_keys
+        {{ flagsmith_warehouse.ordered_string_agg(
+            'environment_key', ',', flagsmith_warehouse.in_byte_order('environment_key')
+        ) }} as environment_keys
     from environment_keys
     group by environment_id
 ),

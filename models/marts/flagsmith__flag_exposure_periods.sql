@@ -26,10 +26,14 @@
     no grouping. A period's transform_batch_at is the newest of its pair's items. -#}
 
 {%- set state_columns = ['enabled', 'value', 'value_type', 'variant', 'assignment_source'] %}
+{#- spelled out where a frame is added: Spark does not refine a named window -#}
+{%- set item_order =
+    'partition by environment_id, identity, feature_id order by starts_at, starts_with_delivery_id'
+%}
 
 with
 
-new_evaluations as materialized (
+new_evaluations as {{ flagsmith_warehouse.materialized_cte() }} (
     -- read from the relation itself, not the shared CTE, so the watermark prunes row groups
     select * from {{ ref('flagsmith__flag_evaluations') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
@@ -40,7 +44,7 @@ pairs_with_new_evaluations as (
     select distinct environment_id, identity, feature_id from new_evaluations
 ),
 
-existing_periods as materialized (
+existing_periods as {{ flagsmith_warehouse.materialized_cte() }} (
     select existing.*
     from {{ this }} as existing
     inner join pairs_with_new_evaluations as pairs
@@ -50,7 +54,7 @@ existing_periods as materialized (
             and existing.feature_id = pairs.feature_id
 ),
 
-periods_split_by_late_evaluations as materialized (
+periods_split_by_late_evaluations as {{ flagsmith_warehouse.materialized_cte() }} (
     select distinct
         existing_periods.environment_id,
         existing_periods.identity,
@@ -214,16 +218,14 @@ items_compared as (
         or {{ column }} is distinct from lead({{ column }}) over item_order
         {% endfor -%}
             as is_run_end,
-        sum(evaluation_count) over (item_order rows between unbounded preceding and current row)
-            as evaluations_through,
+        sum(evaluation_count) over (
+            {{ item_order }} rows between unbounded preceding and current row
+        ) as evaluations_through,
         max(transform_batch_at) over (
-            item_order rows between unbounded preceding and unbounded following
+            {{ item_order }} rows between unbounded preceding and unbounded following
         ) as newest_batch
     from items
-    window item_order as (
-        partition by environment_id, identity, feature_id
-        order by starts_at, starts_with_delivery_id
-    )
+    window item_order as ({{ item_order }})
 ),
 
 run_boundaries as (

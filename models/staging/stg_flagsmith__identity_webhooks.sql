@@ -1,7 +1,8 @@
 {{ config(
-    materialized='incremental',
+    materialized=flagsmith_warehouse.incremental_materialization(),
     incremental_strategy='flagsmith_replace_partitions',
     flagsmith_replace_by=['delivery_id'],
+    flagsmith_repairs_unfinished_write=true,
     on_schema_change='fail',
     pre_hook="{{ flagsmith_warehouse.create_watermarks_table() }}",
     post_hook="{{ flagsmith_warehouse.record_watermark(this) }}",
@@ -18,20 +19,8 @@
 
 with
 
-completed_loads as (
-    select load_id from {{ source('flagsmith', 'dlt_loads') }}
-    where status = 0
-),
-
 source as (
-    select * from {{ source('flagsmith', 'identity_webhooks') }}
-    where
-        _dlt_load_id in (select load_id from completed_loads)
-        {% if flagsmith_warehouse.is_incremental_run() %}
-        and _dlt_load_id not in (
-            select distinct dlt_load_id from {{ this }} where dlt_load_id is not null
-        )
-        {% endif %}
+    {{ flagsmith_warehouse.raw_deliveries_to_stage() }}
 ),
 
 parsed as (

@@ -45,7 +45,7 @@ values_typed as (
         trait_value_type,
         case
             when trait_value_type in ('integer', 'float')
-                then cast(trait_value as double precision)
+                then cast(trait_value as {{ flagsmith_warehouse.sql_type('double precision') }})
         end as trait_value_number,
         case
             when trait_value_type = 'boolean' then trait_value = 'true'
