@@ -18,8 +18,8 @@ from pathlib import Path
 from .config import ConfigError, Settings
 from .payload import classify
 from .pipeline import load
-from .simulate import Delivery as SimulatedDelivery
-from .simulate import sign
+from .signature import sign
+from .simulate import SimulatedWebhook
 from .spool import Delivery, SpoolWriter, new_delivery_id
 from .transform import SCHEDULED_BUILD, run_dbt
 
@@ -87,7 +87,7 @@ HISTORY_PER_DAY = 250
 """Simulated identify calls per day of history: enough identities per test for the SRM check."""
 
 
-def write_history(spool_dir: Path, history: list[SimulatedDelivery], secret: bytes) -> int:
+def write_history(spool_dir: Path, history: list[SimulatedWebhook], secret: bytes) -> int:
     """Lay the simulator's generated history into the spool, stamped with its simulated receipt
     times and `signature_status` `simulated`, for the real loader to take.
 

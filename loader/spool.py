@@ -177,7 +177,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _Segment:
+class _OpenSegment:
     def __init__(self, directory: Path, name: str, fd: int) -> None:
         self.directory = directory
         self.name = name
@@ -214,7 +214,7 @@ class SpoolWriter:
         self.segment_bytes = segment_bytes
         self.segment_seconds = segment_seconds
         self._lock = threading.Lock()
-        self._segment: _Segment | None = None
+        self._segment: _OpenSegment | None = None
         self._pid = os.getpid()
         self._closing = threading.Event()
         self._sealer: threading.Thread | None = None
@@ -245,7 +245,7 @@ class SpoolWriter:
             segment.written = end
         self._sync(segment, end)
 
-    def _sync(self, segment: _Segment, target: int) -> None:
+    def _sync(self, segment: _OpenSegment, target: int) -> None:
         with segment.sync_lock:
             if segment.synced >= target:
                 return  # a flush that started after our write already covered it
@@ -260,7 +260,7 @@ class SpoolWriter:
                     error.errno, f"spool flush failed: {error.strerror}"
                 ) from error
 
-    def _open_segment(self) -> _Segment:
+    def _open_segment(self) -> _OpenSegment:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SEGMENT_SUFFIX}"
         open_dir = self.spool_dir / OPEN
@@ -287,11 +287,11 @@ class SpoolWriter:
                 error.errno, f"spool segment not created: {error.strerror}"
             ) from error
         self._start_sealer()
-        return _Segment(self.spool_dir, name, fd)
+        return _OpenSegment(self.spool_dir, name, fd)
 
     # -- sealing ---------------------------------------------------------------------------
 
-    def _seal(self, segment: _Segment) -> None:
+    def _seal(self, segment: _OpenSegment) -> None:
         """Flush, move to ready/, unlock. Called with the append lock held."""
         with segment.sync_lock:
             if segment.closed:
@@ -358,7 +358,7 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += written
 
 
-def _preallocate(segment: _Segment, end: int) -> None:
+def _preallocate(segment: _OpenSegment, end: int) -> None:
     """Extend `segment` with flushed zeros to at least `end` bytes (append lock held).
 
     A full disk (or a file size limit) gets a second try with just the room `end` needs, so a
@@ -382,7 +382,7 @@ def _preallocate(segment: _Segment, end: int) -> None:
     segment.allocated += size
 
 
-def _flush(segment: _Segment) -> None:
+def _flush(segment: _OpenSegment) -> None:
     """fdatasync `segment` (its sync lock held): every record written so far is then durable.
 
     `written` only grows and is read without the append lock, so the lock order stays one-way

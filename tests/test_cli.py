@@ -326,11 +326,10 @@ def test_load_on_a_terminal_shows_progress(tmp_path):
 
 def test_the_demo_history_takes_only_bodies_the_simulator_signed(tmp_path):
     from loader.demo import write_history
-    from loader.simulate import Delivery as Simulated
-    from loader.simulate import generate
+    from loader.simulate import SimulatedWebhook, generate
 
     stream = generate(5, seed=3, secret=b"demo")
-    forged = Simulated(b'{"identity": "mallory"}', stream[0].signature, None, stream[0].at)
+    forged = SimulatedWebhook(b'{"identity": "mallory"}', stream[0].signature, None, stream[0].at)
     with pytest.raises(ValueError, match="only deliveries the simulator signed"):
         write_history(tmp_path / "spool", [*stream, forged], b"demo")
     assert not list(iter_all_deliveries(tmp_path / "spool")), "nothing written"
