@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from loader.cli import main, parse_duration
-from loader.demo import free_port, start_receiver, stop, wait_ready
 from loader.locks import exclusive
+from loader.processes import free_port, start_receiver, stop, wait_ready
 from loader.spool import iter_all_deliveries
 
 from .conftest import SHARED
