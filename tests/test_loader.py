@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import duckdb
 import pytest
 
-from loader import pipeline, warehouses
+from loader import pipeline
 from loader.locks import LockBusy, exclusive
 from loader.spool import Delivery, SpoolReader, SpoolWriter, new_delivery_id
 
@@ -232,9 +232,8 @@ def test_bodies_of_hundreds_of_flags_load_within_a_small_memory_cap(settings, mo
         total += len(item.body)
     writer.close()
     assert total > 75_000_000
-    monkeypatch.setattr(warehouses, "LOADER_DUCKDB_MEMORY", "128MB")
     monkeypatch.setattr(pipeline, "BATCH_BYTES", 1 << 30)
-    summary = pipeline.load(settings)
+    summary = pipeline.load(settings.with_overrides(loader_duckdb_memory="128MB"))
     assert (summary.batches, summary.deliveries, summary.identity_webhooks) == (1, 800, 800)
     landed = _rows(settings, "select count(*) from flagsmith_raw.identity_webhooks")[0][0]
     assert landed == 800
