@@ -31,7 +31,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -454,7 +454,7 @@ def _load_group(
     group = LoadSummary()
     maybe_loaded = set(recovering)
 
-    def read_next() -> tuple[list[Path], list[Delivery], tuple[pa.Table, pa.Table] | None]:
+    def read_next() -> _ReadBatch:
         batch = _take_batch(reader, recovering, settings.batch_size, group)
         paths = [path for path, _ in batch]
         deliveries = [delivery for _, found in batch for delivery in found]
@@ -475,7 +475,7 @@ def _load_group(
 
     def read_ahead():
         with ThreadPoolExecutor(1, thread_name_prefix="spool-reader") as pool:
-            following = pool.submit(read_next)
+            following: Future[_ReadBatch] | None = pool.submit(read_next)
             while following is not None:
                 paths, deliveries, tables = following.result()
                 if not paths:
@@ -511,6 +511,11 @@ def _load_group(
         resource = _resource(itertools.chain([to_tables([])], batches()), create=True)
         _run(pipeline, resource, **warehouse.run_options)
     return group
+
+
+# A batch as read from the spool: its segments, their deliveries, and their arrow tables (None
+# where a segment may already be loaded: filtered first, in the loading thread).
+_ReadBatch = tuple[list[Path], list[Delivery], tuple[pa.Table, pa.Table] | None]
 
 
 def _not_yet_loaded(pipeline, warehouse: Warehouse, deliveries: list[Delivery]) -> list[Delivery]:

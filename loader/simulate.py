@@ -199,7 +199,7 @@ def _trait_value(rng: random.Random, key: str, current: Any = None) -> Any:
 
 def _transient_traits(rng: random.Random) -> list[dict[str, Any]]:
     """Per-request traits: sent with the identify call, never stored, value may be null."""
-    traits = []
+    traits: list[tuple[str, str | None]] = []
     if rng.random() < 0.8:
         traits.append(("session_id", f"{rng.getrandbits(48):012x}"))
     if rng.random() < 0.4:
@@ -663,10 +663,9 @@ def iter_deliveries(
     )
     weights = [i.weight for i in project.identities]
     never = datetime.max.replace(tzinfo=UTC)
+    operator_rate = 1 / operator_interval if operator_interval else 0.0
     next_change = (
-        now + timedelta(seconds=rng.expovariate(1 / operator_interval))
-        if operator_interval
-        else never
+        now + timedelta(seconds=rng.expovariate(operator_rate)) if operator_rate else never
     )
     events = sorted(timeline, key=lambda event: event.at)
     repeat: _Identity | None = None
@@ -679,7 +678,7 @@ def iter_deliveries(
         now += timedelta(microseconds=rng.randint(1, 999))
         while next_change <= now:
             project.operate(next_change)
-            next_change += timedelta(seconds=rng.expovariate(1 / operator_interval))
+            next_change += timedelta(seconds=rng.expovariate(operator_rate))
         while events and events[0].at <= now:
             events.pop(0).change(project)
 
@@ -800,6 +799,7 @@ def post_all(
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {base_url!r}")
+    host = parts.hostname
     connection_class = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )
@@ -811,7 +811,7 @@ def post_all(
     def connection() -> http.client.HTTPConnection:
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = connection_class(parts.hostname, parts.port, timeout=timeout)
+            conn = connection_class(host, parts.port, timeout=timeout)
             local.conn = conn
             with lock:
                 opened.append(conn)
