@@ -1,5 +1,5 @@
 """`flagsmith-warehouse`: serve, load, transform, run, status, docs, report, export, import,
-forget, demo (contract.md)."""
+forget, demo (the README's Commands)."""
 
 from __future__ import annotations
 

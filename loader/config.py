@@ -24,8 +24,8 @@ DEFAULT_LOADER_DUCKDB_MEMORY = "384MB"
 DEFAULT_MARTS_SCHEMA = "flagsmith"
 
 # A node is one receiver with its own spool and loader. On a server warehouse several nodes load
-# into one database; the id names the node's dlt pipeline and staging schema there, so it must fit
-# a Postgres identifier after the `flagsmith_raw_staging_` prefix.
+# into one database; the id names the node's dlt pipeline there (and its staging schema, should a
+# load need one), so it must fit a Postgres identifier after the `flagsmith_raw_staging_` prefix.
 NODE_ID = re.compile(r"[a-z0-9_]{1,32}")
 
 
@@ -179,7 +179,7 @@ class Settings:
 
         Stable across runs of one loader (same host, same state dir) and different for two
         loaders on one host (each has its own state dir), so their dlt pipelines never share
-        state or a staging schema in a server warehouse.
+        state in a server warehouse.
         """
         if self.node_id:
             return self.node_id

@@ -2,7 +2,8 @@
 
 How exactly-once holds through a crash at any instant:
 1. Segments are moved from ready/ (or a dead writer's open/) to claimed/ before they are read.
-2. A batch of claimed segments becomes one arrow table per raw table, appended by one dlt load.
+2. Claimed segments are read a batch at a time, each batch one arrow table per raw table; one dlt
+   load appends the batches of about `commit_size` deliveries.
 3. Segments leave claimed/ only after dlt reports the load complete (recorded in `_dlt_loads`,
    the only loads staging reads).
 A segment that was never claimed before cannot be in the warehouse, so its rows are appended
@@ -16,7 +17,7 @@ delivery ids to one warehouse or lake never touch each other's rows, and each fi
 cleans up only its own. What differs per warehouse is in `loader.warehouses`.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
-not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).
+not flatten it into child tables and skips its row-by-row normalizer, which is far slower.
 """
 
 from __future__ import annotations

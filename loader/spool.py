@@ -5,30 +5,31 @@ Layout under the spool directory:
     open/      segments a receiver process is appending to (it holds an exclusive flock on each)
     ready/     sealed segments, complete and fsynced, waiting for the loader
     claimed/   segments the loader has taken; removed only after their load is committed
-    corrupt/   byte ranges of a segment that failed their checksum, kept for an operator
+    corrupt/   byte ranges of a segment that failed their checksum, and records cut short by a
+               writer's death, kept for an operator
 
 A segment is a file of framed records. Each record is one delivery:
 
     b"FSW1" | length: u32 | crc32: u32 | meta_length: u32 | meta (JSON) | body (raw bytes)
 
 `length` counts everything after the crc; the crc covers the same bytes. A process killed while
-writing leaves at most one incomplete record at the end of its open segment; the reader drops it
-(it was never acknowledged: the receiver answers only after the record is fsynced). A checksum
-failure in the middle of a file is corruption: the reader keeps those bytes in `corrupt/`, finds
-the next frame and goes on, so one bad record never blocks the ones behind it.
+writing leaves at most one incomplete record at the end of its open segment; the reader leaves it
+out of the load (it was never acknowledged: the receiver answers only after the record is fsynced)
+and keeps its bytes in `corrupt/` as `*.cut-short.bin`, since a damaged last record looks the same.
+A checksum failure in the middle of a file is corruption: the reader keeps those bytes in
+`corrupt/`, finds the next frame and goes on, so one bad record never blocks the ones behind it.
 
 Appends from many request threads share flushes (group commit): each thread writes its record
 and then waits until some `fdatasync` that started after its write has finished. Under load one
 flush makes a whole group of requests durable, which is what lets the receiver keep up.
 
 An open segment grows ahead of its records in zero-filled, flushed steps of `PREALLOCATE_BYTES`,
-and records are written into that space in place. A flush then only writes the new data: the
-file's size and block map are already on disk, so `fdatasync` has no metadata to write (on the
+and records are written into that space in place. A flush then only writes the new data: the file's
+size and block map are already on disk, so `fdatasync` has no metadata to write (on the
 journal-less ext4 this was measured on, an append cost each flush a synchronous inode write and
-more CPU; see the README's receiver figures). Sealing cuts the file back to its records. An
-open segment left by a killed writer ends in zeros; the reader takes an all-zero tail as unused
-space, and a record whose bytes run into that zero tail as one that was being written when the
-writer died.
+more CPU; see docs/performance.md). Sealing cuts the file back to its records. An open segment left
+by a killed writer ends in zeros; the reader takes an all-zero tail as unused space, and a record
+whose bytes run into that zero tail as one that was being written when the writer died.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ class DuckDBWarehouse(Warehouse):
 
 
 class PostgresWarehouse(Warehouse):
-    """A server several nodes load into at once: one dlt pipeline and staging schema per node,
+    """A server several nodes load into at once: one dlt pipeline per node,
     the raw tables created under an advisory lock, no writer lock for loads."""
 
     name = "postgres"
@@ -206,9 +206,9 @@ class PostgresWarehouse(Warehouse):
     def destination(self):
         import dlt
 
-        # dlt's default staging dataset, `<dataset>_staging`, would be shared by every node, and
-        # each truncates and fills it during its load: one node's staging schema each keeps
-        # their merges apart.
+        # Appends need no staging dataset. Should a load ever use one, dlt's default,
+        # `<dataset>_staging`, would be shared by every node, each truncating and filling it
+        # during its load: it is named per node.
         return dlt.destinations.postgres(
             postgres_credentials(),
             staging_dataset_name_layout=f"%s_staging_{self.settings.node}",
@@ -225,8 +225,8 @@ class PostgresWarehouse(Warehouse):
     def setup_lock(self) -> Lock:
         # Loaders of several nodes may start at once on an empty database: the one that creates
         # the dataset and the raw tables does it alone (Postgres fails concurrent `create schema`
-        # and `create table` of one name). Once they exist a load needs no DDL but its own
-        # node's staging schema, so loads themselves run concurrently.
+        # and `create table` of one name). Once they exist a load needs no DDL, so loads
+        # themselves run concurrently.
         return postgres_advisory_lock(
             "flagsmith_warehouse.loader.setup", what="another loader's setup"
         )

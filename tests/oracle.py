@@ -1,4 +1,4 @@
-"""A pure-Python reference implementation of every mart in contract.md.
+"""A pure-Python reference implementation of every mart (models/marts/_marts__models.yml).
 
 Why it exists: the dbt models are the product, and SQL over window functions is easy to get
 subtly wrong (runs, gaps, ties, late deliveries). This module computes the same marts the slow,
@@ -10,7 +10,7 @@ Input: raw rows ``(delivery_id, received_at, environment_key, body)`` as they la
 Output: ``build_marts(rows)`` -> ``{model_name: [row dict, ...]}`` with exactly the contract's
 column names (``COLUMNS``), each list sorted by the model's key (``KEYS``).
 
-Ambiguities in contract.md, and how this oracle resolves them:
+Ambiguities in the marts' definitions, and how this oracle resolves them:
 
 1.  Scope. An identity is ``(environment_id, identity)``; ``environment_key`` is not part of it.
     A delivery's ``environment_id`` is the ``environment`` of its first flag (Flagsmith never
@@ -296,7 +296,7 @@ TRAIT_COLUMN_MARTS = ("flagsmith__identities", "flagsmith__experiment_exposures"
 
 @dataclass(frozen=True)
 class AnalystOptions:
-    """The dbt vars of contract.md's "Analyst options", as the oracle takes them.
+    """The analyst options' dbt vars (docs/experiments.md), as the oracle takes them.
 
     ``identity_map``: (identity, user key) pairs, both text; an identity mapped to several keys
     takes the smallest. ``trait_columns``: (trait key, column name) pairs.

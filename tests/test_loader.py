@@ -115,7 +115,11 @@ def test_crash_after_commit_before_release_never_duplicates(settings, monkeypatc
     ) == [(3, 3)]
 
 
-def test_crash_with_a_pending_package_loads_it_and_the_new_data(settings, monkeypatch):
+def test_a_package_left_pending_is_dropped_and_its_deliveries_load_with_new_ones(
+    settings, monkeypatch
+):
+    """A crash after extract and normalize leaves a dlt package pending: the next load drops it
+    (resuming is not exactly-once), loads the claimed segment again and the new delivery."""
     first = _spool(settings, [shared_examples()[0][1]])
 
     def extract_and_die(p, resource):
