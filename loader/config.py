@@ -1,4 +1,4 @@
-"""Configuration, read once from the environment (the README's variables); flags may override."""
+"""Configuration, read once from the environment (the FLAGSMITH_* variables); flags may override."""
 
 from __future__ import annotations
 
