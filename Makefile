@@ -34,10 +34,11 @@ test: install lint
 lint: install
 	$(BIN)/ruff check loader tests bench
 	$(BIN)/ruff format --check loader tests bench
+	$(BIN)/mypy loader
 
 format: install
 	$(BIN)/ruff format loader tests bench
 	$(BIN)/ruff check --fix loader tests bench
 
 clean:
-	rm -rf $(VENV) target logs data .pytest_cache .ruff_cache
+	rm -rf $(VENV) target logs data .pytest_cache .ruff_cache .mypy_cache

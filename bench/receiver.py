@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loader.demo import free_port, stop, wait_ready  # noqa: E402
+from loader.processes import free_port, stop, wait_ready  # noqa: E402
 from loader.server import DEFAULT_THREADS, DEFAULT_WORKERS  # noqa: E402
 from loader.simulate import generate  # noqa: E402
 from loader.spool import iter_all_deliveries  # noqa: E402

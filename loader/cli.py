@@ -1,5 +1,5 @@
 """`flagsmith-warehouse`: serve, load, transform, run, status, docs, report, export, import,
-forget, demo (contract.md)."""
+forget, demo (the README's Commands)."""
 
 from __future__ import annotations
 
@@ -100,15 +100,15 @@ def _load_once(settings: Settings, args: argparse.Namespace) -> int:
         if cause is None:
             raise
         from .duckdb_destination import parse_size
-        from .warehouses import LOADER_DUCKDB_MEMORY
 
+        cap = settings.loader_duckdb_memory
         try:
-            bigger = f"{max(1, -(-2 * parse_size(LOADER_DUCKDB_MEMORY) // 1_000_000))}MB"
+            bigger = f"{max(1, -(-2 * parse_size(cap) // 1_000_000))}MB"
         except ValueError:  # a value DuckDB took but this reading does not (80%, -1)
             bigger = "twice that"
         print(
             f"\nload failed: DuckDB ran out of memory under the loader's cap, "
-            f"FLAGSMITH_LOADER_DUCKDB_MEMORY={LOADER_DUCKDB_MEMORY} ({cause}). Bodies of hundreds "
+            f"FLAGSMITH_LOADER_DUCKDB_MEMORY={cap} ({cause}). Bodies of hundreds "
             f"of KB (projects with many hundreds of flags) need more: try {bigger}. Nothing is "
             "lost: the deliveries stay in the spool and the next load takes them again.",
             file=sys.stderr,

@@ -1,4 +1,4 @@
-"""Configuration, read once from the environment (contract.md's variables); flags may override."""
+"""Configuration, read once from the environment (the FLAGSMITH_* variables); flags may override."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 WAREHOUSES = ("duckdb", "postgres", "spark")
 
@@ -19,9 +20,12 @@ ENVIRONMENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # only bounds what one request can make a worker hold in memory.
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 
+DEFAULT_LOADER_DUCKDB_MEMORY = "384MB"
+DEFAULT_MARTS_SCHEMA = "flagsmith"
+
 # A node is one receiver with its own spool and loader. On a server warehouse several nodes load
-# into one database; the id names the node's dlt pipeline and staging schema there, so it must fit
-# a Postgres identifier after the `flagsmith_raw_staging_` prefix.
+# into one database; the id names the node's dlt pipeline there (and its staging schema, should a
+# load need one), so it must fit a Postgres identifier after the `flagsmith_raw_staging_` prefix.
 NODE_ID = re.compile(r"[a-z0-9_]{1,32}")
 
 
@@ -98,6 +102,10 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     batch_size: int = 1000
     commit_size: int = 20000
+    # DuckDB's memory limit inside the loader (its buffer pool would otherwise grow with the file).
+    loader_duckdb_memory: str = DEFAULT_LOADER_DUCKDB_MEMORY
+    # The schema dbt builds staging and the marts in (profiles.yml reads the same variable).
+    marts_schema: str = DEFAULT_MARTS_SCHEMA
     dbt_target_path: Path | None = None
     node_id: str | None = None
     # Spark: where dlt lands the raw tables (a folder, or an fsspec URL such as s3://bucket/lake)
@@ -146,6 +154,10 @@ class Settings:
             max_body_bytes=_positive_int(env, "FLAGSMITH_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             batch_size=_positive_int(env, "FLAGSMITH_LOAD_BATCH_SIZE", 1000),
             commit_size=_positive_int(env, "FLAGSMITH_LOAD_COMMIT_SIZE", 20000),
+            loader_duckdb_memory=(
+                env.get("FLAGSMITH_LOADER_DUCKDB_MEMORY") or DEFAULT_LOADER_DUCKDB_MEMORY
+            ),
+            marts_schema=env.get("FLAGSMITH_DBT_SCHEMA") or DEFAULT_MARTS_SCHEMA,
             dbt_target_path=(
                 Path(env["FLAGSMITH_DBT_TARGET_PATH"]).absolute()
                 if env.get("FLAGSMITH_DBT_TARGET_PATH")
@@ -167,7 +179,7 @@ class Settings:
 
         Stable across runs of one loader (same host, same state dir) and different for two
         loaders on one host (each has its own state dir), so their dlt pipelines never share
-        state or a staging schema in a server warehouse.
+        state in a server warehouse.
         """
         if self.node_id:
             return self.node_id
@@ -184,7 +196,7 @@ class Settings:
     def has_secrets(self) -> bool:
         return bool(self.secrets or self.environment_secrets)
 
-    def with_overrides(self, **changes: object) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

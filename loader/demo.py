@@ -5,12 +5,8 @@ from __future__ import annotations
 import hmac
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,58 +14,14 @@ from pathlib import Path
 from .config import ConfigError, Settings
 from .payload import classify
 from .pipeline import load
-from .simulate import Delivery as SimulatedDelivery
-from .simulate import sign
+from .processes import free_port, start_receiver, stop, wait_ready
+from .signature import sign
+from .simulate import SimulatedWebhook
 from .spool import Delivery, SpoolWriter, new_delivery_id
 from .transform import SCHEDULED_BUILD, run_dbt
 
 _MARKER = ".flagsmith-warehouse-demo"
 DEMO_SECRET = "demo-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_ready(base_url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the receiver exited with {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the receiver at {base_url} was not ready within {timeout:.0f}s")
-
-
-def start_receiver(
-    env: dict[str, str], port: int, extra: list[str] | None = None, log=subprocess.DEVNULL
-) -> subprocess.Popen:
-    """`serve` in its own process group, so a test can kill the master and its workers at once."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "loader.cli", "serve", "--port", str(port), *(extra or [])],
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM (gunicorn finishes requests in flight and seals the spool), then wait."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _prepare(data_dir: Path) -> None:
@@ -87,7 +39,7 @@ HISTORY_PER_DAY = 250
 """Simulated identify calls per day of history: enough identities per test for the SRM check."""
 
 
-def write_history(spool_dir: Path, history: list[SimulatedDelivery], secret: bytes) -> int:
+def write_history(spool_dir: Path, history: list[SimulatedWebhook], secret: bytes) -> int:
     """Lay the simulator's generated history into the spool, stamped with its simulated receipt
     times and `signature_status` `simulated`, for the real loader to take.
 

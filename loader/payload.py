@@ -16,7 +16,7 @@ import orjson
 IDENTITY = "identity"
 QUARANTINE = "quarantine"
 
-_SCALAR = (str, int, float, bool, type(None))
+_SCALAR_TYPES = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True)
@@ -63,28 +63,28 @@ def classify(body: bytes) -> Verdict:
     return OK if usable else classify_reference(body)
 
 
-_Scalar = str | int | float | bool | None
+_ScalarValue = str | int | float | bool | None
 
 
-class _Feature(msgspec.Struct):
+class _WebhookFeature(msgspec.Struct):
     id: int  # msgspec never takes a JSON boolean or a float for an int
     name: str
 
 
-class _Flag(msgspec.Struct):
-    feature: _Feature
+class _WebhookFlag(msgspec.Struct):
+    feature: _WebhookFeature
     enabled: bool
     environment: int
-    feature_state_value: _Scalar = None
+    feature_state_value: _ScalarValue = None
 
 
-class _Trait(msgspec.Struct):
+class _WebhookTrait(msgspec.Struct):
     trait_key: str
-    trait_value: _Scalar = None
+    trait_value: _ScalarValue = None
     transient: bool = False
 
 
-class _Segment(msgspec.Struct):
+class _WebhookSegment(msgspec.Struct):
     id: int
     name: str
     member: bool = True
@@ -92,9 +92,9 @@ class _Segment(msgspec.Struct):
 
 class _IdentityWebhook(msgspec.Struct):
     identity: str
-    flags: list[_Flag] = []
-    traits: list[_Trait] = []
-    segments: list[_Segment] = []
+    flags: list[_WebhookFlag] = []
+    traits: list[_WebhookTrait] = []
+    segments: list[_WebhookSegment] = []
     # another webhook's envelope has both; kept undecoded
     event_type: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
@@ -147,7 +147,7 @@ def _check_identity_webhook(document: dict) -> None:
             or not isinstance(feature.get("name"), str)
             or not isinstance(flag.get("enabled"), bool)
             or not _int(flag.get("environment"))
-            or not isinstance(flag.get("feature_state_value"), _SCALAR)
+            or not isinstance(flag.get("feature_state_value"), _SCALAR_TYPES)
         ):
             raise _Unusable("invalid_flag")
         if feature["id"] in feature_ids:
@@ -161,7 +161,7 @@ def _check_identity_webhook(document: dict) -> None:
         if (
             not isinstance(trait, dict)
             or not isinstance(trait.get("trait_key"), str)
-            or not isinstance(trait.get("trait_value"), _SCALAR)
+            or not isinstance(trait.get("trait_value"), _SCALAR_TYPES)
             or not isinstance(trait.get("transient", False), bool)
         ):
             raise _Unusable("invalid_trait")

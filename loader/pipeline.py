@@ -2,7 +2,8 @@
 
 How exactly-once holds through a crash at any instant:
 1. Segments are moved from ready/ (or a dead writer's open/) to claimed/ before they are read.
-2. A batch of claimed segments becomes one arrow table per raw table, appended by one dlt load.
+2. Claimed segments are read a batch at a time, each batch one arrow table per raw table; one dlt
+   load appends the batches of about `commit_size` deliveries.
 3. Segments leave claimed/ only after dlt reports the load complete (recorded in `_dlt_loads`,
    the only loads staging reads).
 A segment that was never claimed before cannot be in the warehouse, so its rows are appended
@@ -16,7 +17,7 @@ delivery ids to one warehouse or lake never touch each other's rows, and each fi
 cleans up only its own. What differs per warehouse is in `loader.warehouses`.
 
 The payload is handed to dlt as a JSON string column of an arrow table, never as dicts: dlt does
-not flatten it into child tables and skips its row-by-row normalizer (design.md measures ~25x).
+not flatten it into child tables and skips its row-by-row normalizer, which is far slower.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -454,7 +455,7 @@ def _load_group(
     group = LoadSummary()
     maybe_loaded = set(recovering)
 
-    def read_next() -> tuple[list[Path], list[Delivery], tuple[pa.Table, pa.Table] | None]:
+    def read_next() -> _ReadBatch:
         batch = _take_batch(reader, recovering, settings.batch_size, group)
         paths = [path for path, _ in batch]
         deliveries = [delivery for _, found in batch for delivery in found]
@@ -475,7 +476,7 @@ def _load_group(
 
     def read_ahead():
         with ThreadPoolExecutor(1, thread_name_prefix="spool-reader") as pool:
-            following = pool.submit(read_next)
+            following: Future[_ReadBatch] | None = pool.submit(read_next)
             while following is not None:
                 paths, deliveries, tables = following.result()
                 if not paths:
@@ -511,6 +512,11 @@ def _load_group(
         resource = _resource(itertools.chain([to_tables([])], batches()), create=True)
         _run(pipeline, resource, **warehouse.run_options)
     return group
+
+
+# A batch as read from the spool: its segments, their deliveries, and their arrow tables (None
+# where a segment may already be loaded: filtered first, in the loading thread).
+_ReadBatch = tuple[list[Path], list[Delivery], tuple[pa.Table, pa.Table] | None]
 
 
 def _not_yet_loaded(pipeline, warehouse: Warehouse, deliveries: list[Delivery]) -> list[Delivery]:

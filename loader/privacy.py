@@ -169,16 +169,11 @@ class ErasureFilter:
 
 def read_erasures(execute) -> list[Erasure]:
     """Every erasure recorded (pending ones included: a loader must drop from the moment one is
-    recorded). `execute(sql)` returns rows; a missing table means none."""
-    try:
-        rows = execute(
-            f"select identity_hmac, environment_id, erased_at from {DATASET}.{ERASURES_TABLE} "
-            f"where action = '{FORGET}'"
-        )
-    except Exception as error:  # no table yet: nothing was ever erased
-        if "erasures" in str(error).lower() or "does not exist" in str(error).lower():
-            return []
-        raise
+    recorded). `execute(sql)` returns rows; the erasures table must exist."""
+    rows = execute(
+        f"select identity_hmac, environment_id, erased_at from {DATASET}.{ERASURES_TABLE} "
+        f"where action = '{FORGET}'"
+    )
     return [
         Erasure(hash_, None if env is None else int(env), _utc(at)) for hash_, env, at in rows or ()
     ]
@@ -295,9 +290,9 @@ class _Database:
     def delete(self, sql: str, *parameters) -> int:
         """Runs a delete; the number of rows it removed."""
         if self.engine == "duckdb":
-            return int(
-                self.connection.execute(sql.replace("%s", "?"), list(parameters)).fetchone()[0]
-            )
+            # DuckDB answers a delete with one row: the count of rows deleted.
+            result = self.connection.execute(sql.replace("%s", "?"), list(parameters))
+            return int(result.fetchall()[0][0])
         with self.connection.cursor() as cursor:
             cursor.execute(sql, parameters)
             return cursor.rowcount
@@ -319,12 +314,6 @@ def _database(settings: Settings) -> Iterator[_Database]:
         yield database
     finally:
         database.close()
-
-
-def marts_schema() -> str:
-    import os
-
-    return os.environ.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith"
 
 
 def forget(
@@ -354,7 +343,9 @@ def forget(
 
     # 1. Record the erasures (pending): every loader drops their deliveries from now on. (On
     # DuckDB the transform lock is the file's writer lock, which a loader holds too.)
-    recording = warehouse.transform_lock(marts_schema()) if settings.warehouse == "duckdb" else None
+    recording = (
+        warehouse.transform_lock(settings.marts_schema) if settings.warehouse == "duckdb" else None
+    )
     with recording or contextlib.nullcontext(), _database(settings) as database:
         database.execute(f"create schema if not exists {DATASET}")
         database.execute(ERASURES_DDL)
@@ -375,10 +366,12 @@ def forget(
     summary.dropped_from_spool = loaded.dropped_by_erasure
 
     # 3. Delete, and complete the erasures, in one transaction; 4. rebuild what counts them.
-    with warehouse.transform_lock(marts_schema()):
+    with warehouse.transform_lock(settings.marts_schema):
         with _erasure_exclusive(settings), _database(settings) as database:
             for identity in wanted:
-                deliveries, rows = _delete_identity(database, identity, environment_id)
+                deliveries, rows = _delete_identity(
+                    database, identity, environment_id, settings.marts_schema
+                )
                 database.execute(
                     f"update {DATASET}.{ERASURES_TABLE} set deliveries_removed = %s, "
                     "rows_removed = %s where action = %s and identity_hmac = %s "
@@ -420,7 +413,7 @@ def _scope(environment_id: int | None, column: str = "environment_id") -> tuple[
 
 
 def _delete_identity(
-    database: _Database, identity: str, environment_id: int | None
+    database: _Database, identity: str, environment_id: int | None, marts_schema: str
 ) -> tuple[int, int]:
     """Deletes one identity's deliveries (both raw tables) and rows (staging, marts); returns
     (deliveries removed, all rows removed)."""
@@ -444,15 +437,14 @@ def _delete_identity(
     ids = []
     for delivery_id, body in candidates:
         address = delivery_address(body.encode("utf-8"))
-        in_scope = address is not None and environment_id in (None, address[1])
-        if in_scope and address[0] == identity:
+        if address is not None and address[0] == identity and environment_id in (None, address[1]):
             ids.append(delivery_id)
     for delivery_id in ids:
         deliveries += database.delete(
             f"delete from {quarantine} where delivery_id = %s", delivery_id
         )
     rows = deliveries
-    for table in _identity_tables(database):
+    for table in _identity_tables(database, marts_schema):
         where, parameters = _scope(environment_id)
         rows += database.delete(
             f"delete from {table} where identity = %s{where}", identity, *parameters
@@ -460,7 +452,7 @@ def _delete_identity(
     return deliveries, rows
 
 
-def _identity_tables(database: _Database) -> list[str]:
+def _identity_tables(database: _Database, marts_schema: str) -> list[str]:
     """Every table (not view) of the marts schema with `identity` and `environment_id` columns:
     staging, the intermediate tables and the marts keyed by identity."""
     rows = database.execute(
@@ -475,6 +467,6 @@ def _identity_tables(database: _Database) -> list[str]:
         having count(distinct c.column_name) = 2
         order by c.table_name
         """,
-        marts_schema(),
+        marts_schema,
     )
-    return [f"{marts_schema()}.{name}" for (name,) in rows]
+    return [f"{marts_schema}.{name}" for (name,) in rows]

@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import cast
 
 import orjson
 from flask import Blueprint, Flask, Request, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.local import LocalProxy
 
 from . import metrics
 from .config import ENVIRONMENT_KEY, Settings
@@ -87,7 +89,8 @@ def receive(environment_key: str | None) -> Response:
 
 def _receive(environment_key: str | None, started: float) -> Response:
     receiver = _receiver()
-    req = request._get_current_object()  # the proxy costs a lookup on every attribute
+    # The proxy costs a lookup on every attribute (flask types it as the Request it stands for).
+    req = cast("LocalProxy[Request]", request)._get_current_object()
     if environment_key is not None and not ENVIRONMENT_KEY.fullmatch(environment_key):
         return _refuse(404, "unknown_environment_key", None)
     limit = req.max_content_length or receiver.settings.max_body_bytes

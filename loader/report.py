@@ -151,9 +151,7 @@ def _connect(settings: Settings):
 
 
 def read_marts(settings: Settings, zone: str) -> tuple[list[Experiment], list[SegmentSeries]]:
-    from .status import marts_schema
-
-    schema = marts_schema()
+    schema = settings.marts_schema
     execute, close = _connect(settings)
     try:
         present = {

@@ -118,7 +118,12 @@ def _prepare_multiprocess_metrics() -> None:
     folder = tempfile.mkdtemp(prefix="flagsmith-warehouse-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     master = os.getpid()
-    atexit.register(lambda: os.getpid() == master and shutil.rmtree(folder, ignore_errors=True))
+
+    def remove_folder() -> None:
+        if os.getpid() == master:  # the workers are forks: only the master removes it
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove_folder)
 
 
 def serve(

@@ -12,7 +12,6 @@ standard library, so the demo needs nothing beyond the project's own dependencie
 from __future__ import annotations
 
 import hashlib
-import hmac
 import http.client
 import json
 import random
@@ -24,7 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["Delivery", "demo_timeline", "generate", "iter_deliveries", "post_all", "sign"]
+from .signature import sign
+
+__all__ = ["SimulatedWebhook", "demo_timeline", "generate", "iter_deliveries", "post_all"]
 
 DEFAULT_START = datetime(2026, 3, 1, 21, 0, tzinfo=UTC)
 """Late evening, so that even a short stream crosses a UTC day boundary."""
@@ -33,7 +34,7 @@ ENVIRONMENT_KEYS = ("production", "staging", "development")
 
 
 @dataclass(frozen=True)
-class Delivery:
+class SimulatedWebhook:
     """One webhook as it leaves Flagsmith: the signed bytes, the URL label and when it arrives.
 
     ``at`` is the simulated receipt time (UTC); a real receiver stamps its own clock, tests that
@@ -44,11 +45,6 @@ class Delivery:
     signature: str
     environment_key: str | None
     at: datetime
-
-
-def sign(body: bytes, secret: bytes) -> str:
-    """The ``X-Flagsmith-Signature`` value: lowercase hex HMAC-SHA256 of exactly these bytes."""
-    return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 def hashed_percentage(*object_ids: int) -> float:
@@ -84,7 +80,7 @@ class _FeatureState:
 
 
 @dataclass
-class _Feature:
+class _ProjectFeature:
     id: int
     name: str
     kind: str  # toggle | string | integer | float | boolean | multivariate
@@ -97,7 +93,7 @@ class _Feature:
 
 
 @dataclass
-class _Segment:
+class _ProjectSegment:
     id: int
     name: str
     trait_key: str | None  # None: a percentage split on the identity
@@ -122,7 +118,7 @@ class _Segment:
 @dataclass
 class _FeatureSegment:
     id: int  # what flags carry as "feature_segment": not the segment id
-    segment: _Segment
+    segment: _ProjectSegment
     state: _FeatureState
 
 
@@ -203,7 +199,7 @@ def _trait_value(rng: random.Random, key: str, current: Any = None) -> Any:
 
 def _transient_traits(rng: random.Random) -> list[dict[str, Any]]:
     """Per-request traits: sent with the identify call, never stored, value may be null."""
-    traits = []
+    traits: list[tuple[str, str | None]] = []
     if rng.random() < 0.8:
         traits.append(("session_id", f"{rng.getrandbits(48):012x}"))
     if rng.random() < 0.4:
@@ -254,7 +250,7 @@ class _Project:
 
     # construction
 
-    def _make_segments(self) -> list[_Segment]:
+    def _make_segments(self) -> list[_ProjectSegment]:
         specs = [
             ("beta_users", "plan", "EQUAL", "beta"),
             ("enterprise", "plan", "EQUAL", "enterprise"),
@@ -264,12 +260,12 @@ class _Project:
             ("power_users", "score", "GREATER_THAN_INCLUSIVE", 80),
             ("gradual_rollout", None, "PERCENTAGE_SPLIT", 10.0),
         ]
-        return [_Segment(self._next("segment"), *spec) for spec in specs]
+        return [_ProjectSegment(self._next("segment"), *spec) for spec in specs]
 
-    def segment(self, name: str) -> _Segment:
+    def segment(self, name: str) -> _ProjectSegment:
         return next(s for s in self.segments if s.name == name)
 
-    def _make_features(self, n_flags: int, start: datetime) -> list[_Feature]:
+    def _make_features(self, n_flags: int, start: datetime) -> list[_ProjectFeature]:
         rng = self.rng
         templates: list[tuple[str, str, Any, str | None]] = [
             ("dark_mode", "toggle", None, None),
@@ -314,7 +310,7 @@ class _Project:
                 initial_value = json.dumps(initial)
             feature_id = self._next("feature")
             features.append(
-                _Feature(
+                _ProjectFeature(
                     id=feature_id,
                     name=name,
                     kind=kind,
@@ -335,7 +331,7 @@ class _Project:
             newest.payload["created_date"] = newest.launched_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return features
 
-    def _initial_value(self, feature: _Feature) -> Any:
+    def _initial_value(self, feature: _ProjectFeature) -> Any:
         initial = feature.payload["initial_value"]
         if feature.kind in ("integer", "float") or (
             feature.kind == "multivariate" and initial not in (None, "control")
@@ -345,7 +341,7 @@ class _Project:
             return initial == "true"
         return initial
 
-    def _variants(self, feature: _Feature) -> list[_Variant]:
+    def _variants(self, feature: _ProjectFeature) -> list[_Variant]:
         if feature.name == "onboarding_steps":
             values: list[Any] = [4, 5]
         else:
@@ -419,7 +415,7 @@ class _Project:
 
     # the operator, at random points in simulated time
 
-    def _operator_value(self, feature: _Feature, current: Any) -> Any:
+    def _operator_value(self, feature: _ProjectFeature, current: Any) -> Any:
         rng = self.rng
         if feature.kind == "string":
             return rng.choice([b for b in _BANNERS if b != current])
@@ -490,7 +486,7 @@ class _Project:
             state = env.segment_overrides[feature_id][0].state
             state.enabled = not state.enabled
 
-    def _advance_experiment(self, env: _Environment, features: list[_Feature]) -> None:
+    def _advance_experiment(self, env: _Environment, features: list[_ProjectFeature]) -> None:
         """Raise a variant's share; at 100 % conclude and make the winner the default."""
         if not features:
             return
@@ -638,7 +634,7 @@ def iter_deliveries(
     keyed: bool = True,
     operator_interval: float | None = 2400.0,
     timeline: Sequence[Event] = (),
-) -> Iterator[Delivery]:
+) -> Iterator[SimulatedWebhook]:
     """Deliveries in order of ``at``, strictly increasing; the same seed gives the same bytes.
 
     ``mean_interval`` is the mean gap between identify calls in simulated seconds; the operator
@@ -667,10 +663,9 @@ def iter_deliveries(
     )
     weights = [i.weight for i in project.identities]
     never = datetime.max.replace(tzinfo=UTC)
+    operator_rate = 1 / operator_interval if operator_interval else 0.0
     next_change = (
-        now + timedelta(seconds=rng.expovariate(1 / operator_interval))
-        if operator_interval
-        else never
+        now + timedelta(seconds=rng.expovariate(operator_rate)) if operator_rate else never
     )
     events = sorted(timeline, key=lambda event: event.at)
     repeat: _Identity | None = None
@@ -683,7 +678,7 @@ def iter_deliveries(
         now += timedelta(microseconds=rng.randint(1, 999))
         while next_change <= now:
             project.operate(next_change)
-            next_change += timedelta(seconds=rng.expovariate(1 / operator_interval))
+            next_change += timedelta(seconds=rng.expovariate(operator_rate))
         while events and events[0].at <= now:
             events.pop(0).change(project)
 
@@ -703,7 +698,7 @@ def iter_deliveries(
             + json.dumps(traits, sort_keys=True)
             + "}"
         ).encode("ascii")
-        yield Delivery(body, sign(body, secret), identity.environment.key, now)
+        yield SimulatedWebhook(body, sign(body, secret), identity.environment.key, now)
 
 
 @dataclass(frozen=True)
@@ -770,7 +765,7 @@ def demo_timeline(start: datetime, days: float) -> list[Event]:
     return events
 
 
-def generate(n_deliveries: int, **options: Any) -> list[Delivery]:
+def generate(n_deliveries: int, **options: Any) -> list[SimulatedWebhook]:
     """``iter_deliveries`` as a list (same options), for callers that need the whole stream."""
     return list(iter_deliveries(n_deliveries, **options))
 
@@ -789,7 +784,7 @@ def _delivery_id(answer: bytes) -> str | None:
 
 def post_all(
     base_url: str,
-    deliveries: Iterable[Delivery],
+    deliveries: Iterable[SimulatedWebhook],
     *,
     concurrency: int = 8,
     timeout: float = 10,
@@ -804,6 +799,7 @@ def post_all(
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {base_url!r}")
+    host = parts.hostname
     connection_class = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )
@@ -815,13 +811,13 @@ def post_all(
     def connection() -> http.client.HTTPConnection:
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = connection_class(parts.hostname, parts.port, timeout=timeout)
+            conn = connection_class(host, parts.port, timeout=timeout)
             local.conn = conn
             with lock:
                 opened.append(conn)
         return conn
 
-    def post(delivery: Delivery) -> tuple[int, str | None]:
+    def post(delivery: SimulatedWebhook) -> tuple[int, str | None]:
         path = prefix
         if delivery.environment_key is not None:
             path += "/" + quote(delivery.environment_key, safe="")

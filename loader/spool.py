@@ -5,30 +5,31 @@ Layout under the spool directory:
     open/      segments a receiver process is appending to (it holds an exclusive flock on each)
     ready/     sealed segments, complete and fsynced, waiting for the loader
     claimed/   segments the loader has taken; removed only after their load is committed
-    corrupt/   byte ranges of a segment that failed their checksum, kept for an operator
+    corrupt/   byte ranges of a segment that failed their checksum, and records cut short by a
+               writer's death, kept for an operator
 
 A segment is a file of framed records. Each record is one delivery:
 
     b"FSW1" | length: u32 | crc32: u32 | meta_length: u32 | meta (JSON) | body (raw bytes)
 
 `length` counts everything after the crc; the crc covers the same bytes. A process killed while
-writing leaves at most one incomplete record at the end of its open segment; the reader drops it
-(it was never acknowledged: the receiver answers only after the record is fsynced). A checksum
-failure in the middle of a file is corruption: the reader keeps those bytes in `corrupt/`, finds
-the next frame and goes on, so one bad record never blocks the ones behind it.
+writing leaves at most one incomplete record at the end of its open segment; the reader leaves it
+out of the load (it was never acknowledged: the receiver answers only after the record is fsynced)
+and keeps its bytes in `corrupt/` as `*.cut-short.bin`, since a damaged last record looks the same.
+A checksum failure in the middle of a file is corruption: the reader keeps those bytes in
+`corrupt/`, finds the next frame and goes on, so one bad record never blocks the ones behind it.
 
 Appends from many request threads share flushes (group commit): each thread writes its record
 and then waits until some `fdatasync` that started after its write has finished. Under load one
 flush makes a whole group of requests durable, which is what lets the receiver keep up.
 
 An open segment grows ahead of its records in zero-filled, flushed steps of `PREALLOCATE_BYTES`,
-and records are written into that space in place. A flush then only writes the new data: the
-file's size and block map are already on disk, so `fdatasync` has no metadata to write (on the
+and records are written into that space in place. A flush then only writes the new data: the file's
+size and block map are already on disk, so `fdatasync` has no metadata to write (on the
 journal-less ext4 this was measured on, an append cost each flush a synchronous inode write and
-more CPU; see the README's receiver figures). Sealing cuts the file back to its records. An
-open segment left by a killed writer ends in zeros; the reader takes an all-zero tail as unused
-space, and a record whose bytes run into that zero tail as one that was being written when the
-writer died.
+more CPU; see docs/performance.md). Sealing cuts the file back to its records. An open segment left
+by a killed writer ends in zeros; the reader takes an all-zero tail as unused space, and a record
+whose bytes run into that zero tail as one that was being written when the writer died.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _Segment:
+class _OpenSegment:
     def __init__(self, directory: Path, name: str, fd: int) -> None:
         self.directory = directory
         self.name = name
@@ -214,7 +215,7 @@ class SpoolWriter:
         self.segment_bytes = segment_bytes
         self.segment_seconds = segment_seconds
         self._lock = threading.Lock()
-        self._segment: _Segment | None = None
+        self._segment: _OpenSegment | None = None
         self._pid = os.getpid()
         self._closing = threading.Event()
         self._sealer: threading.Thread | None = None
@@ -245,7 +246,7 @@ class SpoolWriter:
             segment.written = end
         self._sync(segment, end)
 
-    def _sync(self, segment: _Segment, target: int) -> None:
+    def _sync(self, segment: _OpenSegment, target: int) -> None:
         with segment.sync_lock:
             if segment.synced >= target:
                 return  # a flush that started after our write already covered it
@@ -260,7 +261,7 @@ class SpoolWriter:
                     error.errno, f"spool flush failed: {error.strerror}"
                 ) from error
 
-    def _open_segment(self) -> _Segment:
+    def _open_segment(self) -> _OpenSegment:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SEGMENT_SUFFIX}"
         open_dir = self.spool_dir / OPEN
@@ -287,11 +288,11 @@ class SpoolWriter:
                 error.errno, f"spool segment not created: {error.strerror}"
             ) from error
         self._start_sealer()
-        return _Segment(self.spool_dir, name, fd)
+        return _OpenSegment(self.spool_dir, name, fd)
 
     # -- sealing ---------------------------------------------------------------------------
 
-    def _seal(self, segment: _Segment) -> None:
+    def _seal(self, segment: _OpenSegment) -> None:
         """Flush, move to ready/, unlock. Called with the append lock held."""
         with segment.sync_lock:
             if segment.closed:
@@ -358,7 +359,7 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += written
 
 
-def _preallocate(segment: _Segment, end: int) -> None:
+def _preallocate(segment: _OpenSegment, end: int) -> None:
     """Extend `segment` with flushed zeros to at least `end` bytes (append lock held).
 
     A full disk (or a file size limit) gets a second try with just the room `end` needs, so a
@@ -382,7 +383,7 @@ def _preallocate(segment: _Segment, end: int) -> None:
     segment.allocated += size
 
 
-def _flush(segment: _Segment) -> None:
+def _flush(segment: _OpenSegment) -> None:
     """fdatasync `segment` (its sync lock held): every record written so far is then durable.
 
     `written` only grows and is read without the append lock, so the lock order stays one-way

@@ -96,12 +96,12 @@ def recorded_step(settings: Settings, step: str) -> Iterator[dict[str, Any]]:
         record.update(fields)
         # a load knows the newest delivery it loaded; the raw tables' newest is the newest of all
         newest = [
-            _parse(text)
-            for text in (
-                fields.get("newest_received_at"),
-                (previous or {}).get("raw_newest_received_at"),
+            at
+            for at in (
+                _parse(fields.get("newest_received_at")),
+                _parse((previous or {}).get("raw_newest_received_at")),
             )
-            if text
+            if at is not None
         ]
         if step == "load" and newest:
             record["raw_newest_received_at"] = _iso(max(newest))
@@ -135,10 +135,6 @@ class WarehouseFigures:
     marts_built: bool = False
 
 
-def marts_schema() -> str:
-    return os.environ.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith"
-
-
 _TABLES_SQL = (
     "select table_schema, table_name from information_schema.tables"
     " where (table_schema = {raw!r} and table_name in ('identity_webhooks', '_dlt_loads'))"
@@ -146,11 +142,11 @@ _TABLES_SQL = (
 )
 
 
-def _query_figures(execute) -> WarehouseFigures:
-    """The figures through `execute(sql) -> rows`, on any warehouse with information_schema."""
+def _query_figures(execute, schema: str) -> WarehouseFigures:
+    """The figures through `execute(sql) -> rows`, on any warehouse with information_schema;
+    the marts are in `schema`."""
     from .warehouses import DATASET
 
-    schema = marts_schema()
     present = {tuple(row) for row in execute(_TABLES_SQL.format(raw=DATASET, marts=schema))}
     figures = WarehouseFigures()
     if (DATASET, "identity_webhooks") in present:
@@ -177,7 +173,7 @@ def warehouse_figures(settings: Settings, *, take_lock: bool = True) -> Warehous
     if settings.warehouse == "duckdb":
         return _duckdb_figures(settings, take_lock)
     if settings.warehouse == "postgres":
-        return _postgres_figures()
+        return _postgres_figures(settings.marts_schema)
     raise WarehouseUnavailable(
         f"status does not query a {settings.warehouse} warehouse (its metastore admits one "
         "process at a time); the figures are those the last load and transform recorded"
@@ -211,14 +207,16 @@ def _duckdb_figures(settings: Settings, take_lock: bool) -> WarehouseFigures:
                 raise WarehouseUnavailable(f"cannot open {path}: {error}") from None
             with connection:
                 try:
-                    return _query_figures(lambda sql: connection.execute(sql).fetchall())
+                    return _query_figures(
+                        lambda sql: connection.execute(sql).fetchall(), settings.marts_schema
+                    )
                 except duckdb.Error as error:
                     raise WarehouseUnavailable(f"cannot read {path}: {error}") from None
     except LockBusy as busy:
         raise WarehouseUnavailable(str(busy), busy=True) from None
 
 
-def _postgres_figures() -> WarehouseFigures:
+def _postgres_figures(marts_schema: str) -> WarehouseFigures:
     import psycopg2
 
     from .config import postgres_connection_parameters
@@ -237,7 +235,7 @@ def _postgres_figures() -> WarehouseFigures:
                 cursor.execute(sql)
                 return cursor.fetchall()
 
-            return _query_figures(execute)
+            return _query_figures(execute, marts_schema)
     except psycopg2.Error as error:
         reason = " ".join(str(error).split())
         raise WarehouseUnavailable(f"cannot read Postgres {where}: {reason}") from None
@@ -346,9 +344,12 @@ def check(
             load_record = _finished(last_load) or {}
             transform_record = _finished(last_transform) or {}
             raw_candidates = [
-                _parse(record.get("raw_newest_received_at"))
-                for record in (load_record, transform_record)
-                if record.get("raw_newest_received_at")
+                at
+                for at in (
+                    _parse(record.get("raw_newest_received_at"))
+                    for record in (load_record, transform_record)
+                )
+                if at is not None
             ]
             recorded_raw = max(raw_candidates) if raw_candidates else None
             recorded_marts = _parse(transform_record.get("marts_newest_received_at"))

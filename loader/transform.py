@@ -11,8 +11,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from .config import Settings, project_dir
 from .status import recorded_step
@@ -30,6 +31,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     env["FLAGSMITH_DUCKDB_PATH"] = str(settings.duckdb_path)
     env["FLAGSMITH_LAKE_DIR"] = settings.lake_dir
     env["FLAGSMITH_SPARK_WAREHOUSE_DIR"] = str(settings.spark_warehouse_dir)
+    env["FLAGSMITH_DBT_SCHEMA"] = settings.marts_schema  # profiles.yml's schema
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
 
@@ -83,11 +85,15 @@ def run_dbt(
     """
     args = dbt_command(settings, command, extra)
     env = dbt_environment(settings)
-    held = for_settings(settings).transform_lock(env.get("FLAGSMITH_DBT_SCHEMA") or "flagsmith")
+    held: AbstractContextManager[object] = (
+        for_settings(settings).transform_lock(settings.marts_schema) if lock else nullcontext()
+    )
     results = target_path(settings) / "run_results.json"
     building = command in ("build", "run")
-    recording = recorded_step(settings, "transform") if building else nullcontext({})
-    with held if lock else nullcontext(), recording as record:
+    recording: AbstractContextManager[dict[str, Any]] = nullcontext({})
+    if building:
+        recording = recorded_step(settings, "transform")
+    with held, recording as record:
         results.unlink(missing_ok=True)
         status = subprocess.call(args, env=env)
         if building:

@@ -12,21 +12,24 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .config import Settings, postgres_connection_parameters
 from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
+
+if TYPE_CHECKING:
+    import duckdb
+
+# What the lock methods return: held inside a `with`.
+Lock = AbstractContextManager[object]
 
 PIPELINE_NAME = "flagsmith_warehouse"
 DATASET = "flagsmith_raw"
 IDENTITY_TABLE = "identity_webhooks"
 QUARANTINE_TABLE = "quarantined_webhooks"
 RAW_TABLES = (IDENTITY_TABLE, QUARANTINE_TABLE)
-
-
-# DuckDB's memory limit inside the loader.
-LOADER_DUCKDB_MEMORY = os.environ.get("FLAGSMITH_LOADER_DUCKDB_MEMORY", "384MB")
 
 
 class Warehouse:
@@ -39,7 +42,6 @@ class Warehouse:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.connection = None  # set inside `session()` where the loader holds one
 
     def pipeline_name(self) -> str:
         """dlt keeps a pipeline's state in the destination keyed by this name, and two processes
@@ -50,7 +52,7 @@ class Warehouse:
     def destination(self):
         raise NotImplementedError
 
-    def writer_lock(self):
+    def writer_lock(self) -> Lock:
         """Held for the whole load: keeps out writers the warehouse cannot have at once."""
         return contextlib.nullcontext()
 
@@ -60,7 +62,7 @@ class Warehouse:
         with self.writer_lock():
             yield self
 
-    def setup_lock(self):
+    def setup_lock(self) -> Lock:
         """Held while the raw tables are first created."""
         return contextlib.nullcontext()
 
@@ -121,7 +123,7 @@ class Warehouse:
                 with client.begin_transaction():
                     client.execute_sql(sql, *load_ids)
 
-    def transform_lock(self, schema: str):
+    def transform_lock(self, schema: str) -> Lock:
         """Held by `transform` for dbt's whole run."""
         return contextlib.nullcontext()
 
@@ -131,6 +133,10 @@ class DuckDBWarehouse(Warehouse):
     writes through its own connection (small row groups, a memory cap; `duckdb_destination`)."""
 
     name = "duckdb"
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.connection: duckdb.DuckDBPyConnection | None = None  # open inside `session()`
 
     def pipeline_name(self) -> str:
         return PIPELINE_NAME  # one loader per file
@@ -145,7 +151,7 @@ class DuckDBWarehouse(Warehouse):
 
         return attached(self.connection)
 
-    def writer_lock(self):
+    def writer_lock(self) -> Lock:
         self.settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
         return exclusive(
             warehouse_writer_lock(self.settings.duckdb_path), what="another DuckDB writer"
@@ -158,11 +164,12 @@ class DuckDBWarehouse(Warehouse):
         from .duckdb_destination import connect
 
         with self.writer_lock():
-            self.connection = connect(self.settings.duckdb_path, LOADER_DUCKDB_MEMORY)
+            connection = connect(self.settings.duckdb_path, self.settings.loader_duckdb_memory)
+            self.connection = connection
             try:
                 yield self
             finally:
-                self.connection.close()
+                connection.close()
                 self.connection = None
 
     def set_up_raw_tables(self, pipeline, create_empty) -> bool:
@@ -172,6 +179,8 @@ class DuckDBWarehouse(Warehouse):
     def after_load(self) -> None:
         from .duckdb_destination import outside_catalog, release_cache
 
+        if self.connection is None:
+            raise RuntimeError("after_load runs inside session(), where the connection is open")
         # Refuse to release segments whose rows went anywhere but the DuckDB file: they stay
         # claimed, and nothing is lost.
         stray = outside_catalog(self.connection)
@@ -181,15 +190,15 @@ class DuckDBWarehouse(Warehouse):
                 f"{', '.join(stray)}. The spool is left as it was; this dlt version needs a "
                 "change in loader/duckdb_destination.py."
             )
-        release_cache(self.connection, LOADER_DUCKDB_MEMORY)
+        release_cache(self.connection, self.settings.loader_duckdb_memory)
 
-    def transform_lock(self, schema: str):
+    def transform_lock(self, schema: str) -> Lock:
         self.settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
         return exclusive(warehouse_writer_lock(self.settings.duckdb_path), what="the loader")
 
 
 class PostgresWarehouse(Warehouse):
-    """A server several nodes load into at once: one dlt pipeline and staging schema per node,
+    """A server several nodes load into at once: one dlt pipeline per node,
     the raw tables created under an advisory lock, no writer lock for loads."""
 
     name = "postgres"
@@ -197,15 +206,15 @@ class PostgresWarehouse(Warehouse):
     def destination(self):
         import dlt
 
-        # dlt's default staging dataset, `<dataset>_staging`, would be shared by every node, and
-        # each truncates and fills it during its load: one node's staging schema each keeps
-        # their merges apart.
+        # Appends need no staging dataset. Should a load ever use one, dlt's default,
+        # `<dataset>_staging`, would be shared by every node, each truncating and filling it
+        # during its load: it is named per node.
         return dlt.destinations.postgres(
             postgres_credentials(),
             staging_dataset_name_layout=f"%s_staging_{self.settings.node}",
         )
 
-    def writer_lock(self):
+    def writer_lock(self) -> Lock:
         """Loads of every node run at once; each holds the erasure lock shared, so `forget`
         (which takes it exclusively) waits for loads that read the erasures before it recorded
         one, and new loads wait for its deletes (loader.privacy)."""
@@ -213,16 +222,16 @@ class PostgresWarehouse(Warehouse):
             "flagsmith_warehouse.erasures", what="an erasure (forget)", shared=True
         )
 
-    def setup_lock(self):
+    def setup_lock(self) -> Lock:
         # Loaders of several nodes may start at once on an empty database: the one that creates
         # the dataset and the raw tables does it alone (Postgres fails concurrent `create schema`
-        # and `create table` of one name). Once they exist a load needs no DDL but its own
-        # node's staging schema, so loads themselves run concurrently.
+        # and `create table` of one name). Once they exist a load needs no DDL, so loads
+        # themselves run concurrently.
         return postgres_advisory_lock(
             "flagsmith_warehouse.loader.setup", what="another loader's setup"
         )
 
-    def transform_lock(self, schema: str):
+    def transform_lock(self, schema: str) -> Lock:
         # Two dbt runs on one schema at once would both append the same loads.
         return postgres_advisory_lock(
             f"flagsmith_warehouse.transform:{schema}", what="another dbt run on this schema"
@@ -324,7 +333,7 @@ class LakeWarehouse(Warehouse):
             for path in lake.incomplete_files(self.settings.lake_dir, DATASET, name, load_ids):
                 fs.rm(path)
 
-    def transform_lock(self, schema: str):
+    def transform_lock(self, schema: str) -> Lock:
         # Spark's embedded metastore (Derby) admits one process at a time.
         directory = self.settings.spark_warehouse_dir
         directory.parent.mkdir(parents=True, exist_ok=True)

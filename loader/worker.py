@@ -111,8 +111,9 @@ class ReceiverWorker(ThreadWorker):
         """Close the connection that has waited longest for a request (idle or still sending)."""
         idle = self.keepalived_conns[0] if self.keepalived_conns else None
         sending = next(iter(self.reading), None)
-        idle_since = idle.timeout - self.cfg.keepalive if idle is not None else None
-        if sending is not None and (idle is None or self.reading[sending].since <= idle_since):
+        if sending is not None and (
+            idle is None or self.reading[sending].since <= idle.timeout - self.cfg.keepalive
+        ):
             del self.reading[sending]
             self._close(sending, "shed")
         elif idle is not None:
@@ -189,6 +190,7 @@ class ReceiverWorker(ThreadWorker):
             request.chunk_at = head_end
             request.deadline = now + BODY_GRACE
         else:
+            assert length is not None  # neither chunked nor a length returned above
             request.body_end = head_end + length
             request.deadline = now + BODY_GRACE + length / BODY_MIN_RATE
         if expects_continue and len(request.buffer) == head_end:
@@ -196,6 +198,7 @@ class ReceiverWorker(ThreadWorker):
         return None
 
     def _chunks_done(self, conn: TConn, request: _Reading) -> bool:
+        assert request.head_end is not None  # called once the headers are in
         buffer = request.buffer
         position = request.chunk_at
         while True:

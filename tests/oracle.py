@@ -1,4 +1,4 @@
-"""A pure-Python reference implementation of every mart in contract.md.
+"""A pure-Python reference implementation of every mart (models/marts/_marts__models.yml).
 
 Why it exists: the dbt models are the product, and SQL over window functions is easy to get
 subtly wrong (runs, gaps, ties, late deliveries). This module computes the same marts the slow,
@@ -10,7 +10,7 @@ Input: raw rows ``(delivery_id, received_at, environment_key, body)`` as they la
 Output: ``build_marts(rows)`` -> ``{model_name: [row dict, ...]}`` with exactly the contract's
 column names (``COLUMNS``), each list sorted by the model's key (``KEYS``).
 
-Ambiguities in contract.md, and how this oracle resolves them:
+Ambiguities in the marts' definitions, and how this oracle resolves them:
 
 1.  Scope. An identity is ``(environment_id, identity)``; ``environment_key`` is not part of it.
     A delivery's ``environment_id`` is the ``environment`` of its first flag (Flagsmith never
@@ -296,7 +296,7 @@ TRAIT_COLUMN_MARTS = ("flagsmith__identities", "flagsmith__experiment_exposures"
 
 @dataclass(frozen=True)
 class AnalystOptions:
-    """The dbt vars of contract.md's "Analyst options", as the oracle takes them.
+    """The analyst options' dbt vars (docs/experiments.md), as the oracle takes them.
 
     ``identity_map``: (identity, user key) pairs, both text; an identity mapped to several keys
     takes the smallest. ``trait_columns``: (trait key, column name) pairs.
@@ -383,7 +383,7 @@ class TraitValue:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class ParsedDelivery:
     """One identity webhook, parsed once."""
 
     delivery_id: str
@@ -431,7 +431,7 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def parse(raw: RawRow) -> Delivery | None:
+def parse(raw: RawRow) -> ParsedDelivery | None:
     """Parse one raw row; None for a body that is not an identity webhook (see note 14)."""
     delivery_id, received_at, environment_key, body = raw
     if received_at.tzinfo is None:
@@ -495,7 +495,7 @@ def parse(raw: RawRow) -> Delivery | None:
         member = bool(segment.get("member")) or segments.get(segment["id"], ("", False))[1]
         segments[segment["id"]] = (segment["name"], member)
 
-    return Delivery(
+    return ParsedDelivery(
         delivery_id=delivery_id,
         received_at=received_at,
         environment_key=environment_key,
@@ -568,15 +568,17 @@ def _sorted(model: str, rows: list[Row], options: AnalystOptions) -> list[Row]:
     return [{col: row[col] for col in selected} for row in ordered]
 
 
-def _by_scope(deliveries: Sequence[Delivery]) -> dict[tuple[int | None, str], list[Delivery]]:
-    scopes: dict[tuple[int | None, str], list[Delivery]] = defaultdict(list)
+def _by_scope(
+    deliveries: Sequence[ParsedDelivery],
+) -> dict[tuple[int | None, str], list[ParsedDelivery]]:
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]] = defaultdict(list)
     for delivery in sorted(deliveries, key=lambda d: d.order):
         scopes[delivery.scope].append(delivery)
     return scopes
 
 
 def _feature_histories(
-    scopes: dict[tuple[int | None, str], list[Delivery]],
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]],
 ) -> dict[tuple[int | None, str, int], list[Evaluation]]:
     """Evaluations of each (environment, identity, feature), ordered; skipped deliveries gone."""
     histories: dict[tuple[int | None, str, int], list[Evaluation]] = defaultdict(list)
@@ -587,7 +589,7 @@ def _feature_histories(
     return histories
 
 
-def flag_evaluations(deliveries: Sequence[Delivery]) -> list[Row]:
+def flag_evaluations(deliveries: Sequence[ParsedDelivery]) -> list[Row]:
     return [
         {col: getattr(e, col) for col in COLUMNS["flagsmith__flag_evaluations"]}
         for d in deliveries
@@ -678,7 +680,7 @@ def experiment_assignments(
     return rows
 
 
-def _traits_at(deliveries: list[Delivery], at: datetime) -> dict[str, TraitValue]:
+def _traits_at(deliveries: list[ParsedDelivery], at: datetime) -> dict[str, TraitValue]:
     """The stored traits of a scope at an instant: those of its last delivery received at or
     before it (the last by delivery_id among those of that instant)."""
     state: dict[str, TraitValue] = {}
@@ -696,7 +698,7 @@ def _trait_columns(traits: dict[str, TraitValue], options: AnalystOptions) -> Ro
 
 
 def experiment_exposures(
-    scopes: dict[tuple[int | None, str], list[Delivery]],
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]],
     histories: dict[tuple[int | None, str, int], list[Evaluation]],
     options: AnalystOptions,
 ) -> list[Row]:
@@ -847,8 +849,8 @@ def first_exposures(
     return rows
 
 
-def _segment_runs(deliveries: list[Delivery], segment_id: int) -> list[Run]:
-    def state(d: Delivery) -> object:
+def _segment_runs(deliveries: list[ParsedDelivery], segment_id: int) -> list[Run]:
+    def state(d: ParsedDelivery) -> object:
         listed = d.segments.get(segment_id)
         return True if listed is not None and listed[1] else _ABSENT
 
@@ -856,7 +858,7 @@ def _segment_runs(deliveries: list[Delivery], segment_id: int) -> list[Run]:
 
 
 def segment_membership_periods(
-    scopes: dict[tuple[int | None, str], list[Delivery]],
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]],
 ) -> list[Row]:
     rows = []
     for (environment_id, identity), deliveries in scopes.items():
@@ -879,7 +881,7 @@ def segment_membership_periods(
     return rows
 
 
-def trait_history(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
+def trait_history(scopes: dict[tuple[int | None, str], list[ParsedDelivery]]) -> list[Row]:
     rows = []
     for (environment_id, identity), deliveries in scopes.items():
         trait_keys = {k for d in deliveries for k in d.traits}
@@ -905,7 +907,7 @@ def trait_history(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[
 
 
 def identities(
-    scopes: dict[tuple[int | None, str], list[Delivery]], options: AnalystOptions
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]], options: AnalystOptions
 ) -> list[Row]:
     return [
         {
@@ -946,8 +948,8 @@ def features(histories: dict[tuple[int | None, str, int], list[Evaluation]]) -> 
     return rows
 
 
-def segments(scopes: dict[tuple[int | None, str], list[Delivery]]) -> list[Row]:
-    listings: dict[tuple[int | None, int], list[Delivery]] = defaultdict(list)
+def segments(scopes: dict[tuple[int | None, str], list[ParsedDelivery]]) -> list[Row]:
+    listings: dict[tuple[int | None, int], list[ParsedDelivery]] = defaultdict(list)
     members: dict[tuple[int | None, int], int] = defaultdict(int)
     for (environment_id, _identity), deliveries in scopes.items():
         for delivery in deliveries:
@@ -1003,7 +1005,7 @@ def daily_feature_exposures(
 
 
 def cohort_memberships(
-    scopes: dict[tuple[int | None, str], list[Delivery]],
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]],
     histories: dict[tuple[int | None, str, int], list[Evaluation]],
 ) -> list[Row]:
     rows = []
@@ -1034,7 +1036,7 @@ def cohort_memberships(
 
 
 def daily_segment_memberships(
-    scopes: dict[tuple[int | None, str], list[Delivery]], options: AnalystOptions = NO_OPTIONS
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]], options: AnalystOptions = NO_OPTIONS
 ) -> list[Row]:
     """Every local date from a segment's first membership to its environment's newest delivery;
     members counted by testing each period against each date, the obvious way."""
@@ -1078,9 +1080,9 @@ def daily_segment_memberships(
 
 
 def environments(
-    scopes: dict[tuple[int | None, str], list[Delivery]],
+    scopes: dict[tuple[int | None, str], list[ParsedDelivery]],
 ) -> list[Row]:
-    per_environment: dict[int, list[Delivery]] = defaultdict(list)
+    per_environment: dict[int, list[ParsedDelivery]] = defaultdict(list)
     for (environment_id, _identity), deliveries in scopes.items():
         if environment_id is not None:
             per_environment[environment_id].extend(deliveries)

@@ -164,7 +164,7 @@ class SlowClients:
 
 
 @dataclass
-class Delivery:
+class PostAnswer:
     status: int | None  # None: no answer within the timeout
     seconds: float
     delivery_id: str | None
@@ -180,7 +180,7 @@ def post_deliveries(
     interval: float = 0.5,
     timeout: float = 5.0,
     slow: SlowClients | None = None,
-) -> list[Delivery]:
+) -> list[PostAnswer]:
     """`count` signed Flagsmith bodies, one at a time, each on a new connection."""
     answers = []
     for simulated in generate(count, seed=12, n_flags=10):
@@ -205,7 +205,7 @@ def post_deliveries(
             status, delivery_id = None, None
         finally:
             connection.close()
-        answers.append(Delivery(status, time.monotonic() - started, delivery_id, held))
+        answers.append(PostAnswer(status, time.monotonic() - started, delivery_id, held))
         time.sleep(interval)
     return answers
 

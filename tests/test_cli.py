@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from loader.cli import main, parse_duration
-from loader.demo import free_port, start_receiver, stop, wait_ready
 from loader.locks import exclusive
+from loader.processes import free_port, start_receiver, stop, wait_ready
 from loader.spool import iter_all_deliveries
 
 from .conftest import SHARED
@@ -112,7 +112,6 @@ def test_load_out_of_duckdb_memory_says_what_to_do_and_loses_nothing(tmp_path, m
     stay in the spool; with a bigger cap the next load lands each of them once."""
     import duckdb
 
-    from loader import warehouses
     from loader.simulate import iter_deliveries
     from loader.spool import Delivery, SpoolWriter, new_delivery_id
 
@@ -127,14 +126,14 @@ def test_load_out_of_duckdb_memory_says_what_to_do_and_loses_nothing(tmp_path, m
         writer.append(delivery)
         ids.add(delivery.delivery_id)
     writer.close()
-    monkeypatch.setattr(warehouses, "LOADER_DUCKDB_MEMORY", "32MB")
+    monkeypatch.setenv("FLAGSMITH_LOADER_DUCKDB_MEMORY", "32MB")
     assert main(["load"]) == 1
     err = capsys.readouterr().err
     assert "DuckDB ran out of memory" in err and "FLAGSMITH_LOADER_DUCKDB_MEMORY=32MB" in err
     assert "(Out of Memory Error: " in err and "try 64MB" in err
     assert {d.delivery_id for d in iter_all_deliveries(tmp_path / "spool")} == ids
 
-    monkeypatch.setattr(warehouses, "LOADER_DUCKDB_MEMORY", "1GB")
+    monkeypatch.setenv("FLAGSMITH_LOADER_DUCKDB_MEMORY", "1GB")
     assert main(["load"]) == 0
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
         landed = connection.execute(
@@ -149,7 +148,7 @@ def test_the_out_of_memory_advice_copes_with_any_cap_duckdb_takes(
 ):
     import duckdb
 
-    from loader import pipeline, warehouses
+    from loader import pipeline
 
     def out_of_memory(*args, **kwargs):
         try:
@@ -160,7 +159,7 @@ def test_the_out_of_memory_advice_copes_with_any_cap_duckdb_takes(
     monkeypatch.setenv("FLAGSMITH_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("FLAGSMITH_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(pipeline, "load", out_of_memory)
-    monkeypatch.setattr(warehouses, "LOADER_DUCKDB_MEMORY", cap)
+    monkeypatch.setenv("FLAGSMITH_LOADER_DUCKDB_MEMORY", cap)
     assert main(["load"]) == 1
     err = capsys.readouterr().err
     assert f"FLAGSMITH_LOADER_DUCKDB_MEMORY={cap} (Out of Memory Error: failed to pin block)" in err
@@ -326,11 +325,10 @@ def test_load_on_a_terminal_shows_progress(tmp_path):
 
 def test_the_demo_history_takes_only_bodies_the_simulator_signed(tmp_path):
     from loader.demo import write_history
-    from loader.simulate import Delivery as Simulated
-    from loader.simulate import generate
+    from loader.simulate import SimulatedWebhook, generate
 
     stream = generate(5, seed=3, secret=b"demo")
-    forged = Simulated(b'{"identity": "mallory"}', stream[0].signature, None, stream[0].at)
+    forged = SimulatedWebhook(b'{"identity": "mallory"}', stream[0].signature, None, stream[0].at)
     with pytest.raises(ValueError, match="only deliveries the simulator signed"):
         write_history(tmp_path / "spool", [*stream, forged], b"demo")
     assert not list(iter_all_deliveries(tmp_path / "spool")), "nothing written"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from loader.config import Settings
-from loader.demo import free_port, start_receiver, stop, wait_ready
+from loader.processes import free_port, start_receiver, stop, wait_ready
 from loader.simulate import generate, post_all
 from loader.transform import dbt_command, dbt_environment
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import duckdb
 import pytest
 
-from loader import pipeline, warehouses
+from loader import pipeline
 from loader.locks import LockBusy, exclusive
 from loader.spool import Delivery, SpoolReader, SpoolWriter, new_delivery_id
 
@@ -115,7 +115,11 @@ def test_crash_after_commit_before_release_never_duplicates(settings, monkeypatc
     ) == [(3, 3)]
 
 
-def test_crash_with_a_pending_package_loads_it_and_the_new_data(settings, monkeypatch):
+def test_a_package_left_pending_is_dropped_and_its_deliveries_load_with_new_ones(
+    settings, monkeypatch
+):
+    """A crash after extract and normalize leaves a dlt package pending: the next load drops it
+    (resuming is not exactly-once), loads the claimed segment again and the new delivery."""
     first = _spool(settings, [shared_examples()[0][1]])
 
     def extract_and_die(p, resource):
@@ -232,9 +236,8 @@ def test_bodies_of_hundreds_of_flags_load_within_a_small_memory_cap(settings, mo
         total += len(item.body)
     writer.close()
     assert total > 75_000_000
-    monkeypatch.setattr(warehouses, "LOADER_DUCKDB_MEMORY", "128MB")
     monkeypatch.setattr(pipeline, "BATCH_BYTES", 1 << 30)
-    summary = pipeline.load(settings)
+    summary = pipeline.load(settings.with_overrides(loader_duckdb_memory="128MB"))
     assert (summary.batches, summary.deliveries, summary.identity_webhooks) == (1, 800, 800)
     landed = _rows(settings, "select count(*) from flagsmith_raw.identity_webhooks")[0][0]
     assert landed == 800

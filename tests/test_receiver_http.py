@@ -20,7 +20,7 @@ import pytest
 
 from loader import pipeline
 from loader.config import Settings
-from loader.demo import free_port, start_receiver, stop, wait_ready
+from loader.processes import free_port, start_receiver, stop, wait_ready
 from loader.simulate import generate, post_all
 from loader.spool import iter_all_deliveries
 

@@ -23,7 +23,7 @@ import pytest
 
 from loader import pipeline
 from loader.config import Settings
-from loader.demo import free_port, start_receiver, stop, wait_ready
+from loader.processes import free_port, start_receiver, stop, wait_ready
 from loader.spool import iter_all_deliveries
 
 from .conftest import REPO, sign

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from loader.simulate import Delivery, generate, iter_deliveries, post_all, sign
+from loader.simulate import SimulatedWebhook, generate, iter_deliveries, post_all
 
-from .conftest import shared_examples
+from .conftest import shared_examples, sign
 
 SECRET = b"s3cr3t"
 
@@ -47,12 +47,12 @@ def _merged(bodies: list[dict[str, Any]]) -> dict[str, set[frozenset[str]]]:
 
 
 @pytest.fixture(scope="module")
-def stream() -> list[Delivery]:
+def stream() -> list[SimulatedWebhook]:
     return generate(4000, seed=7, n_identities=25)
 
 
 @pytest.fixture(scope="module")
-def bodies(stream: list[Delivery]) -> list[dict[str, Any]]:
+def bodies(stream: list[SimulatedWebhook]) -> list[dict[str, Any]]:
     return [json.loads(d.body) for d in stream]
 
 
@@ -72,7 +72,7 @@ def _source(flag: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def changes(stream: list[Delivery], bodies: list[dict[str, Any]]) -> Counter[str]:
+def changes(stream: list[SimulatedWebhook], bodies: list[dict[str, Any]]) -> Counter[str]:
     """How often each kind of change happens between consecutive deliveries of one identity."""
     counts: Counter[str] = Counter()
     previous: dict[tuple[int | None, str], tuple[bytes, dict[str, Any]]] = {}
@@ -140,17 +140,17 @@ def test_iterator_and_list_agree() -> None:
     assert list(iter_deliveries(100, seed=5)) == generate(100, seed=5)
 
 
-def test_bodies_are_flagsmith_serialisation(stream: list[Delivery]) -> None:
+def test_bodies_are_flagsmith_serialisation(stream: list[SimulatedWebhook]) -> None:
     for delivery in stream:
         assert json.dumps(json.loads(delivery.body), sort_keys=True).encode() == delivery.body
         assert delivery.body.isascii()
 
 
-def test_non_ascii_values_are_escaped(stream: list[Delivery]) -> None:
+def test_non_ascii_values_are_escaped(stream: list[SimulatedWebhook]) -> None:
     assert any(b"\\u00eb" in d.body or b"\\ud83d" in d.body for d in stream)
 
 
-def test_signatures_verify(stream: list[Delivery]) -> None:
+def test_signatures_verify(stream: list[SimulatedWebhook]) -> None:
     for delivery in stream:
         expected = hmac.new(SECRET, delivery.body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(delivery.signature, expected)
@@ -161,7 +161,9 @@ def test_custom_secret_signs() -> None:
     assert delivery.signature == sign(delivery.body, b"other") != sign(delivery.body, SECRET)
 
 
-def test_times_are_utc_strictly_increasing_and_cross_midnight(stream: list[Delivery]) -> None:
+def test_times_are_utc_strictly_increasing_and_cross_midnight(
+    stream: list[SimulatedWebhook],
+) -> None:
     times = [d.at for d in stream]
     assert all(t.tzinfo is not None and t.utcoffset() == timedelta(0) for t in times)
     assert all(a < b for a, b in itertools.pairwise(times))
@@ -399,7 +401,7 @@ def test_post_all_without_key_and_with_a_prefix(receiver) -> None:
 def test_post_all_reports_rejections(receiver) -> None:
     base_url, _ = receiver
     good, bad = generate(2)
-    forged = Delivery(bad.body, "0" * 64, bad.environment_key, bad.at)
+    forged = SimulatedWebhook(bad.body, "0" * 64, bad.environment_key, bad.at)
     assert post_all(base_url, [good, forged], concurrency=1) == [(202, "d1"), (401, None)]
 
 
