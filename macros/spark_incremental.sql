@@ -150,7 +150,7 @@
     {#- Whether the model's input has rows it has not processed: for staging, complete loads it
         has not taken; for the others, input rows stamped after the recorded watermark. -#}
     {%- if config.get('flagsmith_repairs_unfinished_write') -%}
-        {{ return(flagsmith_warehouse.spark_loads_to_stage() | length > 0) }}
+        {{ return(flagsmith_warehouse.spark_staged_loads_in(compiled_code) | length > 0) }}
     {%- endif -%}
     {%- set recorded = flagsmith_warehouse.recorded_watermark() -%}
     {%- if recorded is none or recorded['transform_batch_at'] is none -%}
@@ -264,7 +264,7 @@
     {#- What the `writing` mark says: for staging, the loads it is adding, so the next run can
         read them again; for the others, that rows are being written. -#}
     {%- if config.get('flagsmith_repairs_unfinished_write') -%}
-        {{ return('loads ' ~ (flagsmith_warehouse.spark_loads_to_stage() | join(','))) }}
+        {{ return('loads ' ~ (flagsmith_warehouse.spark_staged_loads_in(compiled_code) | join(','))) }}
     {%- endif -%}
     {{ return('rows') }}
 {%- endmacro %}
@@ -378,6 +378,17 @@
 {%- endmacro %}
 
 
+{% macro spark_staged_loads_in(compiled_sql) -%}
+    {#- The loads staging's compiled SQL reads, from the line `spark__raw_deliveries_to_stage`
+        writes into it, so the materialization marks and checks exactly what the query reads. -#}
+    {%- set found = modules.re.search('-- flagsmith_loads_to_stage: ([0-9.,]*)', compiled_sql) -%}
+    {%- if not found -%}
+        {{ exceptions.raise_compiler_error("staging's SQL does not name the loads it reads") }}
+    {%- endif -%}
+    {{ return(found.group(1).split(',') | reject('equalto', '') | list) }}
+{%- endmacro %}
+
+
 {% macro spark__raw_deliveries_to_stage() -%}
     {#- Reads the lake's files of the given loads only, through a glob of their names
         (`<load_id>.<file_id>.parquet`): reading the folder would open the files of a load still
@@ -387,7 +398,8 @@
     {%- set _lineage = source('flagsmith', 'identity_webhooks') -%}
     {%- set loads = flagsmith_warehouse.spark_loads_to_stage() -%}
     {%- set completed = flagsmith_warehouse.spark_completed_loads() -%}
-    {%- set folder = flagsmith_warehouse.spark_lake_dataset() ~ '/identity_webhooks' -%}
+    {%- set folder = flagsmith_warehouse.spark_lake_dataset() ~ '/identity_webhooks' %}
+    -- flagsmith_loads_to_stage: {{ loads | join(',') }}
     {%- if loads | length == 0 %}
     select
         cast(null as string) as delivery_id,

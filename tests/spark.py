@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .marts import every_row, mart_columns
+
 
 def required() -> bool:
     return os.environ.get("FLAGSMITH_TEST_SPARK", "").strip().lower() in ("1", "true", "yes")
@@ -120,3 +122,18 @@ def spark_tables(settings, names, out_dir, schema: str = "flagsmith"):
         files = f"{out_dir}/{name}/*.parquet"
         connection.execute(f"create view {schema}.{name} as select * from read_parquet('{files}')")
     return connection
+
+
+def spark_columns(connection, name: str) -> list[str]:
+    """A Spark mart's columns but the partition column, which only Spark's tables have."""
+    return [column for column in mart_columns(connection, name) if column != "flagsmith_partition"]
+
+
+def spark_rows(connection, name: str) -> list[tuple]:
+    """Every row of a Spark mart (tests/marts.py, every_row) without the partition column."""
+    columns = mart_columns(connection, name)
+    rows = every_row(connection, name)
+    if "flagsmith_partition" not in columns:
+        return rows
+    position = columns.index("flagsmith_partition")
+    return [row[:position] + row[position + 1 :] for row in rows]

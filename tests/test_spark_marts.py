@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from loader.history import export, import_
 from loader.transform import dbt_command, dbt_environment
 
 from .marts import (
@@ -32,7 +33,13 @@ from .marts import (
     mart_columns,
 )
 from .oracle import COLUMNS
-from .spark import SPARK_BUILD, spark, spark_tables  # noqa: F401  (spark: the fixture)
+from .spark import (  # noqa: F401  (spark: the fixture)
+    SPARK_BUILD,
+    spark,
+    spark_columns,
+    spark_rows,
+    spark_tables,
+)
 from .test_incremental import (
     _batches,
     assert_incremental_builds_equal_a_full_refresh_and_the_oracle,
@@ -48,20 +55,6 @@ def spark_available(spark):  # noqa: F811
     """Spark can start here (the session fixture fails or skips otherwise); the builds run in
     dbt's own process."""
     return spark
-
-
-def _spark_columns(connection, name: str) -> list[str]:
-    """A Spark mart's columns but the partition column, which only Spark's tables have."""
-    return [column for column in mart_columns(connection, name) if column != "flagsmith_partition"]
-
-
-def _spark_rows(connection, name: str) -> list[tuple]:
-    columns = mart_columns(connection, name)
-    rows = every_row(connection, name)
-    if "flagsmith_partition" not in columns:
-        return rows
-    position = columns.index("flagsmith_partition")
-    return [row[:position] + row[position + 1 :] for row in rows]
 
 
 def test_dbt_build_on_spark_equals_the_oracle_and_duckdb_row_by_row(tmp_path, spark_available):
@@ -99,26 +92,29 @@ def test_dbt_build_on_spark_equals_the_oracle_and_duckdb_row_by_row(tmp_path, sp
             assert_mart_equal(actual, expected[name], f"{name} (spark vs oracle)")
             assert_mart_equal(actual, fetch_mart(duckdb, name), f"{name} (spark vs duckdb)")
         for name in MARTS_AND_TABLES:
-            assert _spark_columns(marts, name) == mart_columns(duckdb, name), name
-            assert _spark_rows(marts, name) == every_row(duckdb, name), name
+            assert spark_columns(marts, name) == mart_columns(duckdb, name), name
+            assert spark_rows(marts, name) == every_row(duckdb, name), name
 
 
 def test_scalar_text_and_type_on_spark_equal_duckdb(tmp_path, spark_available):
     """A variant keeps a number's value, not its text: the text and JSON type of every kind of
-    flag value and trait value come out as DuckDB's (the table in tests/test_postgres.py)."""
+    flag value and trait value come out as DuckDB's (the table in tests/test_postgres.py); an
+    excluded trait key is left out."""
     flags = [_flag(number, value) for number, (value, _, _) in enumerate(SCALARS, start=1)]
     traits = [
         {"id": None, "trait_key": f"t{number}", "trait_value": value, "transient": False}
         for number, (value, _, _) in enumerate(SCALARS, start=1)
     ]
     traits.append({"id": None, "trait_key": "big", "trait_value": 1e16, "transient": False})
+    traits.append({"id": None, "trait_key": "email", "trait_value": "a@b.c", "transient": False})
     body = json.dumps(
         {"flags": flags, "identity": "u1", "segments": [], "traits": traits}, sort_keys=True
     ).encode()
     settings = warehouse_settings(tmp_path / "spark", "spark")
     assert land(settings, deliveries([Posted(body, datetime(2026, 1, 1, tzinfo=UTC))])) == 1
     staging = ("--select", "+stg_flagsmith__flag_evaluations", "+stg_flagsmith__traits")
-    result = dbt(settings, "run", *staging)
+    # excluded trait keys: staging leaves them out of the payload (docs/personal-data.md)
+    result = dbt(settings, "run", *staging, "--vars", '{"flagsmith__excluded_trait_keys": "email"}')
     assert result.returncode == 0, result.output[-4000:]
     names = ["stg_flagsmith__flag_evaluations", "stg_flagsmith__traits"]
     with spark_tables(settings, names, tmp_path / "staged") as connection:
@@ -137,6 +133,8 @@ def test_scalar_text_and_type_on_spark_equal_duckdb(tmp_path, spark_available):
         number_value = float(value) if kind in ("integer", "float") else None
         assert traits_by_key[f"t{number}"] == [text, kind, number_value], value
     assert traits_by_key["big"] == ["10000000000000000.0", "float", 1e16]  # as on DuckDB
+    assert "email" not in traits_by_key
+    assert len(traits_found) == len(SCALARS) + 1
 
 
 def test_incremental_builds_on_spark_equal_a_full_refresh_and_the_oracle(tmp_path, spark_available):
@@ -222,3 +220,32 @@ def test_a_transform_killed_while_writing_is_safe_to_run_again(tmp_path, spark_a
             assert_mart_equal(actual, expected[name], f"{name} (after the kills vs oracle)")
         for name in MARTS_AND_TABLES:
             assert every_row(incremental, name) == every_row(full, name), name
+
+
+def test_history_moved_from_duckdb_through_postgres_to_the_lake_builds_the_same_marts(
+    tmp_path, postgres_database, spark_available
+):
+    """`export` from DuckDB, `import` into Postgres, `export` from Postgres (the payload as jsonb
+    text), `import` into the lake: a full Spark build equals DuckDB's marts, every column."""
+    records = deliveries(simulated(200, seed=13))
+    on_duckdb = warehouse_settings(tmp_path / "duckdb")
+    on_postgres = warehouse_settings(tmp_path / "postgres", "postgres")
+    on_lake = warehouse_settings(tmp_path / "spark", "spark")
+    assert land(on_duckdb, records) == len(records)
+    assert dbt(on_duckdb, "run").returncode == 0
+    export(on_duckdb, tmp_path / "from-duckdb")
+    assert import_(on_postgres, tmp_path / "from-duckdb").identity_webhooks == len(records)
+    export(on_postgres, tmp_path / "from-postgres")
+    assert import_(on_lake, tmp_path / "from-postgres").identity_webhooks == len(records)
+    built = dbt(on_lake, ["build", *SPARK_BUILD, "--full-refresh"])
+    assert built.returncode == 0, built.output[-4000:]
+    with (
+        connect(on_duckdb) as duckdb,
+        spark_tables(on_lake, list(COLUMNS), tmp_path / "marts") as marts,
+    ):
+        for name in COLUMNS:
+            rows = fetch_mart(duckdb, name)
+            assert rows, f"the history should produce rows for {name}"
+            assert fetch_mart(marts, name) == rows, name
+            assert spark_columns(marts, name) == mart_columns(duckdb, name), name
+            assert spark_rows(marts, name) == every_row(duckdb, name), name
