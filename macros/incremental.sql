@@ -72,8 +72,9 @@
         incremental mart (for a mart built alone or in another schema). Emitting the DDL only
         when the table is missing keeps marts that dbt runs in parallel from colliding on it
         (DuckDB: "Catalog write-write conflict on create"). -#}
+    {%- set watermarks = flagsmith_warehouse.watermark_relation() -%}
     {%- set existing = adapter.get_relation(
-        this.database, this.schema, 'flagsmith__transform_watermarks'
+        watermarks.database, watermarks.schema, watermarks.identifier
     ) -%}
     {%- if not existing -%}
         create table if not exists {{ flagsmith_warehouse.watermark_relation() }} (
@@ -127,7 +128,9 @@
     {#- This model's row of the watermark table as a dict (transform_batch_at as text,
         recorded_state), or none when there is none. -#}
     {%- if not execute
-        or not adapter.get_relation(this.database, this.schema, 'flagsmith__transform_watermarks')
+        or not adapter.get_relation(
+            this.database, this.schema, flagsmith_warehouse.watermark_relation().identifier
+        )
     -%}
         {{ return(none) }}
     {%- endif -%}
@@ -376,10 +379,25 @@
 {%- endmacro %}
 
 
+{% macro nullable_key_columns() -%}
+    {#- The key columns that may be null: environment_id, absent from a delivery without flags.
+        Keys are compared through `partition_key`, which reads this list. -#}
+    {{ return(['environment_id']) }}
+{%- endmacro %}
+
+
+{% macro environment_scope(environment_id) -%}
+    {#- An environment id as a key: -1 (never a Flagsmith id) for a delivery without flags, so
+        keys compare with `=` and `in`. -#}
+    coalesce({{ environment_id }}, -1)
+{%- endmacro %}
+
+
 {% macro partition_key(column) -%}
-    {#- environment_id is null for deliveries without flags; -1 is never a Flagsmith id. -#}
-    {%- if column.split('.')[-1] == 'environment_id' -%}
-        coalesce({{ column }}, -1)
+    {#- A key column as compared: through `environment_scope` when `nullable_key_columns` names it
+        (`column` may be qualified: `alias.environment_id`), else as is. -#}
+    {%- if column.split('.')[-1] in flagsmith_warehouse.nullable_key_columns() -%}
+        {{ flagsmith_warehouse.environment_scope(column) }}
     {%- else -%}
         {{ column }}
     {%- endif -%}
@@ -390,7 +408,7 @@
     {#- (environment scope, identity) of every identity with deliveries this model has not
         processed, keyed like `partition_key`. -#}
     select distinct
-        {{ flagsmith_warehouse.partition_key('environment_id') }} as environment_scope,
+        {{ flagsmith_warehouse.environment_scope('environment_id') }} as environment_scope,
         identity
     from {{ ref('stg_flagsmith__identity_webhooks') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
@@ -408,7 +426,7 @@
         by delivery_id stands for the instant's state (`delivery_id`), and all of them count as
         evaluations (`deliveries_at_instant`). Runs then start at distinct times, which keeps
         the histories' keys unique. -#}
-    {%- set scope = flagsmith_warehouse.partition_key('environment_id') -%}
+    {%- set scope = flagsmith_warehouse.environment_scope('environment_id') -%}
     with
 
     webhooks as (
@@ -469,22 +487,22 @@
 {%- endmacro %}
 
 
-{% macro join_run_ends(runs, deliveries) -%}
-    {#- Joins to a run (with `last_delivery_number`) the identity's delivery that ended it
-        (`last_delivery`) and the one after it (`next_delivery`, absent while the run is current),
+{% macro join_run_ends(runs, deliveries, last_alias, next_alias) -%}
+    {#- Joins to a run (with `last_delivery_number`) the identity's delivery that ended it (as
+        `last_alias`) and the one after it (as `next_alias`, absent while the run is current),
         from the numbered deliveries of `new_identity_deliveries_sql`. -#}
-    inner join {{ deliveries }} as last_delivery
+    inner join {{ deliveries }} as {{ last_alias }}
         on
-            {{ flagsmith_warehouse.partition_key(runs ~ '.environment_id') }}
-                = {{ flagsmith_warehouse.partition_key('last_delivery.environment_id') }}
-            and {{ runs }}.identity = last_delivery.identity
-            and {{ runs }}.last_delivery_number = last_delivery.delivery_number
-    left join {{ deliveries }} as next_delivery
+            {{ flagsmith_warehouse.environment_scope(runs ~ '.environment_id') }}
+                = {{ flagsmith_warehouse.environment_scope(last_alias ~ '.environment_id') }}
+            and {{ runs }}.identity = {{ last_alias }}.identity
+            and {{ runs }}.last_delivery_number = {{ last_alias }}.delivery_number
+    left join {{ deliveries }} as {{ next_alias }}
         on
-            {{ flagsmith_warehouse.partition_key(runs ~ '.environment_id') }}
-                = {{ flagsmith_warehouse.partition_key('next_delivery.environment_id') }}
-            and {{ runs }}.identity = next_delivery.identity
-            and {{ runs }}.last_delivery_number + 1 = next_delivery.delivery_number
+            {{ flagsmith_warehouse.environment_scope(runs ~ '.environment_id') }}
+                = {{ flagsmith_warehouse.environment_scope(next_alias ~ '.environment_id') }}
+            and {{ runs }}.identity = {{ next_alias }}.identity
+            and {{ runs }}.last_delivery_number + 1 = {{ next_alias }}.delivery_number
 {%- endmacro %}
 
 

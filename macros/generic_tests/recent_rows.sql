@@ -15,19 +15,6 @@
 {%- endmacro %}
 
 
-{% test not_null_in_recent_rows(model, column_name, recent_rows_column='transform_batch_at') %}
-
-select {{ column_name }}
-from {{ model }}
-where
-    {{ column_name }} is null
-    {% if flagsmith_warehouse.test_recent_rows_only(recent_rows_column) %}
-    and {{ flagsmith_warehouse.latest_batch_condition(model, recent_rows_column) }}
-    {% endif %}
-
-{% endtest %}
-
-
 {% test accepted_values_in_recent_rows(
     model, column_name, values, recent_rows_column='transform_batch_at'
 ) %}

@@ -16,7 +16,7 @@ webhooks as (
 
 identities_with_new_deliveries as (
     select distinct
-        {{ flagsmith_warehouse.partition_key('environment_id') }} as environment_scope,
+        {{ flagsmith_warehouse.environment_scope('environment_id') }} as environment_scope,
         identity
     from {{ ref('stg_flagsmith__identity_webhooks') }}  -- not the CTE: it has another reader
     where {{ flagsmith_warehouse.new_input_condition() }}
@@ -25,7 +25,7 @@ identities_with_new_deliveries as (
 identity_deliveries as (
     select * from webhooks
     {% if flagsmith_warehouse.is_incremental_run() %}
-    where ({{ flagsmith_warehouse.partition_key('environment_id') }}, identity) in (
+    where ({{ flagsmith_warehouse.environment_scope('environment_id') }}, identity) in (
         select environment_scope, identity from identities_with_new_deliveries
     )
     {% endif %}

@@ -47,8 +47,8 @@ periods_of_identities as (
 segment_periods_of_identities as (
     select * from segment_periods
     {% if flagsmith_warehouse.is_incremental_run() %}
-    where ({{ flagsmith_warehouse.partition_key('environment_id') }}, identity) in (
-        select {{ flagsmith_warehouse.partition_key('environment_id') }}, identity
+    where ({{ flagsmith_warehouse.environment_scope('environment_id') }}, identity) in (
+        select {{ flagsmith_warehouse.environment_scope('environment_id') }}, identity
         from identities_recomputed
     )
     {% endif %}

@@ -53,8 +53,8 @@ identities_with_traits as (
     {% if trait_columns %}
     left join current_traits
         on
-            {{ flagsmith_warehouse.partition_key('identities.environment_id') }}
-                = {{ flagsmith_warehouse.partition_key('current_traits.environment_id') }}
+            {{ flagsmith_warehouse.environment_scope('identities.environment_id') }}
+                = {{ flagsmith_warehouse.environment_scope('current_traits.environment_id') }}
             and identities.identity = current_traits.identity
     {% endif %}
 )

@@ -100,7 +100,9 @@ periods_closed as (
         next_delivery.delivery_id is null as is_current,
         last_delivery.transform_batch_at
     from runs_aggregated
-    {{ flagsmith_warehouse.join_run_ends('runs_aggregated', 'identity_deliveries') }}
+    {{ flagsmith_warehouse.join_run_ends(
+        'runs_aggregated', 'identity_deliveries', 'last_delivery', 'next_delivery'
+    ) }}
 )
 
 select * from periods_closed
