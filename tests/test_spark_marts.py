@@ -151,7 +151,7 @@ def _writing_marks(settings) -> dict[str, str]:
         for file in folder.glob("*.parquet"):
             try:
                 rows = pq.read_table(file, columns=["writing"]).column("writing").to_pylist()
-            except OSError:  # being written
+            except (OSError, ValueError):  # being written or replaced
                 continue
             for value in rows:
                 if value is not None:
