@@ -91,13 +91,7 @@
                 kept.flagsmith_partition in (
                     {{ flagsmith_warehouse.spark_touched_partitions_sql(new_rows, replaced, extra_keys) }}
                 )
-                and not exists (
-                    select 1 from {{ replaced }} as replaced_key
-                    where
-                        {%- for key in keys %}
-                        replaced_key.{{ key }} <=> kept.{{ key }}{{ ' and' if not loop.last }}
-                        {%- endfor %}
-                )
+                and {{ flagsmith_warehouse.spark_key_kept('kept', replaced, keys) }}
         {%- endcall -%}
         {%- if extra_keys -%}
             {%- do flagsmith_warehouse.spark_drop_emptied_partitions(
@@ -197,6 +191,19 @@
 {%- endmacro %}
 
 
+{% macro spark_key_kept(alias, replaced, keys) -%}
+    {#- True for a row of `alias` whose key is not among the replaced keys, nulls compared as
+        equal (`<=>`). -#}
+    not exists (
+        select 1 from {{ replaced }} as replaced_key
+        where
+            {%- for key in keys %}
+            replaced_key.{{ key }} <=> {{ alias }}.{{ key }}{{ ' and' if not loop.last }}
+            {%- endfor %}
+    )
+{%- endmacro %}
+
+
 {% macro spark_touched_partitions_sql(new_rows, replaced, extra_keys) -%}
     {#- The partitions this run rewrites: those of its new rows and, when the model names more
         keys, of those keys. -#}
@@ -233,13 +240,7 @@
                 select 1 from {{ target_relation }} as kept
                 where
                     kept.flagsmith_partition = touched.flagsmith_partition
-                    and not exists (
-                        select 1 from {{ replaced }} as replaced_key
-                        where
-                            {%- for key in keys %}
-                            replaced_key.{{ key }} <=> kept.{{ key }}{{ ' and' if not loop.last }}
-                            {%- endfor %}
-                    )
+                    and {{ flagsmith_warehouse.spark_key_kept('kept', replaced, keys) }}
             )
     {%- endset -%}
     {%- for row in run_query(query).rows -%}
@@ -352,10 +353,10 @@
 {%- endmacro %}
 
 
-{% macro spark_loads_to_stage() -%}
+{% macro spark_loads_to_stage(completed) -%}
     {#- Complete loads staging has not taken (all on a full refresh or a rebuild), and those a
         run that did not finish was adding (its `writing` mark), whose rows it replaces. -#}
-    {%- set completed = flagsmith_warehouse.spark_completed_loads() -%}
+    {#- `completed`: spark_completed_loads(), read once by the caller -#}
     {%- if not flagsmith_warehouse.is_incremental_run() -%}
         {{ return(completed) }}
     {%- endif -%}
@@ -396,8 +397,8 @@
         table (the loader writes both raw tables on its first load), so each glob matches at
         least one file even when a load landed quarantined deliveries only. -#}
     {%- set _lineage = source('flagsmith', 'identity_webhooks') -%}
-    {%- set loads = flagsmith_warehouse.spark_loads_to_stage() -%}
     {%- set completed = flagsmith_warehouse.spark_completed_loads() -%}
+    {%- set loads = flagsmith_warehouse.spark_loads_to_stage(completed) -%}
     {%- set folder = flagsmith_warehouse.spark_lake_dataset() ~ '/identity_webhooks' %}
     -- flagsmith_loads_to_stage: {{ loads | join(',') }}
     {%- if loads | length == 0 %}
