@@ -11,17 +11,37 @@ is complete exactly when that line exists with status 0. A loader killed in betw
 files of an incomplete load (possibly one cut short, since a file is copied into place, not
 renamed): every reader here takes only files whose load id is complete, chosen by file name, and
 never opens the others.
+
+Files are rewritten only by `forget` (`rewrite_file`): the new revision of
+`<load_id>.<file_id>.parquet` is `<load_id>.<file_id>.r1.parquet`, then `.r2`, and so on. It is
+moved into place complete before the older revision is removed, and readers here take the newest
+revision of each file, so none of them ever reads a delivery twice or misses one; Spark's staging,
+which reads through a glob, runs after `finish_rewrites` has removed any older revision a killed
+`forget` left behind.
+
+Beside the raw tables the lake holds `flagsmith_raw/erasures/` (the erasures audit, a parquet file
+per record: `loader.privacy`), and beside the dataset `_flagsmith_loading/` (a marker per node
+while its loader loads, which `forget` waits out: `announce_load`). Neither is created before
+dlt has created the dataset's folder, which dlt's first load insists on doing itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
-from collections.abc import Iterable
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
 LOADS_TABLE = "_dlt_loads"
+ERASURES_TABLE = "erasures"
+LOADING = "_flagsmith_loading"
+_REVISION = re.compile(r"r([0-9]+)")
 
 
 def filesystem(lake: str):
@@ -70,15 +90,73 @@ def load_id_of(file_name: str, load_ids: Iterable[str]) -> str | None:
     return None
 
 
+def _stem_and_revision(path: str) -> tuple[str, int]:
+    """(`<folder>/<load_id>.<file_id>`, revision) of a data file: 0 as dlt wrote it, N for the
+    `.rN` that `rewrite_file` wrote. A dlt file id is hexadecimal, so it never reads as `rN`."""
+    base = path.removesuffix(".parquet")
+    head, _, last = base.rpartition(".")
+    found = _REVISION.fullmatch(last)
+    if found and head:
+        return head, int(found.group(1))
+    return base, 0
+
+
+def _newest_revisions(paths: Iterable[str]) -> list[str]:
+    newest: dict[str, tuple[int, str]] = {}
+    for path in paths:
+        stem, revision = _stem_and_revision(path)
+        if stem not in newest or revision > newest[stem][0]:
+            newest[stem] = (revision, path)
+    return sorted(path for _, path in newest.values())
+
+
 def table_files(lake: str, dataset: str, table: str, load_ids: Iterable[str]) -> list[str]:
-    """The parquet files of `table` that belong to the loads `load_ids`."""
+    """The parquet files of `table` that belong to the loads `load_ids`, each in its newest
+    revision."""
     fs, root = filesystem(lake)
     known = set(load_ids)
-    return [
+    return _newest_revisions(
         path
         for path in _listing(fs, posixpath.join(root, dataset, table))
         if path.endswith(".parquet") and load_id_of(posixpath.basename(path), known)
-    ]
+    )
+
+
+def rewrite_file(lake: str, path: str, rows: pa.Table) -> str:
+    """Replace the data file `path` by its next revision holding `rows` (its schema kept, even
+    with no row left: staging's glob needs the first load's file); returns the new path.
+
+    The revision is written under a hidden name, moved into place complete, and only then is
+    `path` removed: a crash leaves both revisions, readers here take the newer, and
+    `finish_rewrites` removes the older."""
+    import pyarrow.parquet as pq
+
+    fs, _ = filesystem(lake)
+    stem, revision = _stem_and_revision(path)
+    target = f"{stem}.r{revision + 1}.parquet"
+    hidden = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.tmp")
+    pq.write_table(rows, hidden, filesystem=fs)
+    fs.mv(hidden, target)
+    fs.rm(path)
+    return target
+
+
+def finish_rewrites(lake: str, dataset: str, tables: Iterable[str]) -> list[str]:
+    """Remove every revision a newer one replaces (what a `forget` killed between moving a
+    revision into place and removing the older left behind), and stray hidden temporary files;
+    returns what was removed. Run where nothing rewrites at the same time: under the transform
+    lock, which `forget` holds while it rewrites."""
+    fs, root = filesystem(lake)
+    removed = []
+    for table in tables:
+        listing = _listing(fs, posixpath.join(root, dataset, table))
+        data = [path for path in listing if path.endswith(".parquet")]
+        current = set(_newest_revisions(data))
+        hidden = [p for p in listing if posixpath.basename(p).startswith(".")]
+        for path in [*(p for p in data if p not in current), *hidden]:
+            fs.rm(path)
+            removed.append(path)
+    return removed
 
 
 def incomplete_files(lake: str, dataset: str, table: str, load_ids: Iterable[str]) -> list[str]:
@@ -105,3 +183,130 @@ def read_table(
     fs, _ = filesystem(lake)
     pieces = [pq.read_table(path, columns=columns, filesystem=fs) for path in files]
     return pa.concat_tables(pieces, promote_options="permissive")
+
+
+# --- the erasures audit ----------------------------------------------------------------------
+
+
+def erasures_schema() -> pa.Schema:
+    """flagsmith_raw.erasures as parquet: the columns of the SQL warehouses' table."""
+    return pa.schema(
+        [
+            pa.field("erased_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("identity_hmac", pa.string(), nullable=False),
+            pa.field("environment_id", pa.int64()),
+            pa.field("action", pa.string(), nullable=False),
+            pa.field("node", pa.string()),
+            pa.field("deliveries_removed", pa.int64()),
+            pa.field("rows_removed", pa.int64()),
+        ]
+    )
+
+
+def _erasures_folder(lake: str, dataset: str) -> tuple[Any, str]:
+    fs, root = filesystem(lake)
+    return fs, posixpath.join(root, dataset, ERASURES_TABLE)
+
+
+def dataset_exists(lake: str, dataset: str) -> bool:
+    fs, root = filesystem(lake)
+    return bool(fs.isdir(posixpath.join(root, dataset)))
+
+
+def ensure_erasures(lake: str, dataset: str) -> None:
+    """Give the erasures table a file (`empty.parquet`, no row) if it has none, so Spark can
+    read it before anything was erased. Nothing while the dataset has no folder yet."""
+    import pyarrow.parquet as pq
+
+    if not dataset_exists(lake, dataset):
+        return
+    fs, folder = _erasures_folder(lake, dataset)
+    if any(path.endswith(".parquet") for path in _listing(fs, folder)):
+        return
+    fs.makedirs(folder, exist_ok=True)
+    _write_whole(fs, posixpath.join(folder, "empty.parquet"), erasures_schema().empty_table(), pq)
+
+
+def write_erasure(lake: str, dataset: str, name: str, record: dict[str, object]) -> None:
+    """Write one audit record as the file `<name>.parquet`, replacing a file of that name whole
+    (`forget` records a pending erasure, then completes it under the same name)."""
+    import pyarrow.parquet as pq
+
+    fs, folder = _erasures_folder(lake, dataset)
+    fs.makedirs(folder, exist_ok=True)
+    table = pa.Table.from_pylist([record], schema=erasures_schema())
+    _write_whole(fs, posixpath.join(folder, f"{name}.parquet"), table, pq)
+
+
+def _write_whole(fs, path: str, table: pa.Table, pq) -> None:
+    hidden = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp")
+    pq.write_table(table, hidden, filesystem=fs)
+    fs.mv(hidden, path)
+
+
+def read_erasures(lake: str, dataset: str) -> pa.Table:
+    """Every audit record in the lake (none when the table has no file yet)."""
+    import pyarrow.parquet as pq
+
+    fs, folder = _erasures_folder(lake, dataset)
+    files = [p for p in _listing(fs, folder) if p.endswith(".parquet")]
+    if not files:
+        return erasures_schema().empty_table()
+    tables = [pq.read_table(path, filesystem=fs, schema=erasures_schema()) for path in files]
+    return pa.concat_tables(tables)
+
+
+# --- loads in progress -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def announce_load(lake: str, dataset: str, node: str) -> Iterator[None]:
+    """A marker `_flagsmith_loading/<dataset>/<node>.json` while this node's loader loads.
+
+    The loader writes it before it reads the erasures, and `forget` records its erasure before
+    it looks at the markers: a load either sees the erasure, or `forget` waits for it
+    (`wait_for_loads`). A marker a killed loader left is replaced by the node's next load."""
+    fs, root = filesystem(lake)
+    folder = posixpath.join(root, LOADING, dataset)
+    fs.makedirs(folder, exist_ok=True)
+    marker = posixpath.join(folder, f"{node}.json")
+    token = uuid.uuid4().hex
+    fs.pipe_file(marker, json.dumps({"node": node, "token": token}).encode("utf-8"))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(fs.cat_file(marker)).get("token") == token:
+                fs.rm(marker)
+
+
+def loads_in_progress(lake: str, dataset: str) -> dict[str, bytes]:
+    """The load markers now in the lake: path -> content."""
+    fs, root = filesystem(lake)
+    found = {}
+    for path in _listing(fs, posixpath.join(root, LOADING, dataset)):
+        with contextlib.suppress(FileNotFoundError):
+            found[path] = fs.cat_file(path)
+    return found
+
+
+def wait_for_loads(
+    lake: str, dataset: str, markers: dict[str, bytes], timeout: float, poll: float = 0.5
+) -> None:
+    """Wait until each of `markers` is gone or replaced (its load has ended, or its node has
+    started another, which reads the erasures anew). Raises TimeoutError naming those left."""
+    fs, _ = filesystem(lake)
+    deadline = time.monotonic() + timeout
+    waiting = dict(markers)
+    while True:
+        for path, content in list(waiting.items()):
+            try:
+                if fs.cat_file(path) != content:
+                    del waiting[path]
+            except FileNotFoundError:
+                del waiting[path]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(", ".join(sorted(waiting)))
+        time.sleep(poll)

@@ -19,6 +19,15 @@ time it was made. `forget` then:
 
 A `forget` killed after step 3 leaves the erasure complete: the next `transform` rebuilds what
 step 4 would have. Run again, `forget` finds nothing left to delete and records that.
+
+On the lake (`FLAGSMITH_WAREHOUSE=spark`) the same steps run on files (`_forget_on_lake`): the
+audit records are parquet files under `flagsmith_raw/erasures/`; before deleting, `forget` waits
+for loads that other nodes started before it recorded the erasure (their markers,
+`lake.announce_load`); the deletes rewrite each raw file holding the identity as its next
+revision (`lake.rewrite_file`); and since parquet tables have no DELETE, every Spark model keeps
+the completed erasures in its recorded state and the build of step 4 rebuilds every mart from
+what is left. A `forget` killed while rewriting is finished by running it again; a `transform`
+first removes any older revision it left (`lake.finish_rewrites`).
 """
 
 from __future__ import annotations
@@ -26,18 +35,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
 import orjson
+import pyarrow as pa
 
+from . import lake
 from .config import ConfigError, Settings, postgres_connection_parameters
 from .spool import Delivery
-from .warehouses import DATASET, IDENTITY_TABLE, QUARANTINE_TABLE, for_settings
+from .warehouses import DATASET, IDENTITY_TABLE, QUARANTINE_TABLE, RAW_TABLES, for_settings
 
-ERASURES_TABLE = "erasures"
+ERASURES_TABLE = lake.ERASURES_TABLE
 FORGET = "forget"
 DROPPED_AT_LOAD = "dropped_at_load"
 
@@ -180,9 +192,10 @@ def read_erasures(execute) -> list[Erasure]:
 
 
 def loader_filter(settings: Settings, pipeline) -> ErasureFilter:
-    """The erasures a load applies, read through the loader's own dlt SQL client."""
+    """The erasures a load applies, read through the loader's own dlt SQL client (on the lake,
+    from its files)."""
     if settings.warehouse == "spark":
-        return ErasureFilter(settings.erasure_key, [])  # forget refuses the lake: none recorded
+        return ErasureFilter(settings.erasure_key, lake_erasures(settings))
     from .warehouses import table_exists
 
     with pipeline.sql_client() as client:
@@ -198,6 +211,14 @@ def record_dropped(settings: Settings, pipeline, erasures: ErasureFilter) -> Non
     if not erasures.dropped:
         return
     now = datetime.now(UTC)
+    if settings.warehouse == "spark":
+        for (hash_, environment), count in sorted(erasures.dropped.items(), key=str):
+            record = _audit_record(now, hash_, environment, DROPPED_AT_LOAD, settings.node)
+            record.update(deliveries_removed=count, rows_removed=count)
+            name = f"{_audit_name(record)}-{uuid.uuid4().hex[:8]}"
+            lake.write_erasure(settings.lake_dir, DATASET, name, record)
+        erasures.dropped.clear()
+        return
     with pipeline.sql_client() as client:
         table = client.make_qualified_table_name(ERASURES_TABLE)
         for (hash_, environment), count in sorted(erasures.dropped.items(), key=str):
@@ -213,6 +234,42 @@ def record_dropped(settings: Settings, pipeline, erasures: ErasureFilter) -> Non
                 count,
             )
     erasures.dropped.clear()
+
+
+def lake_erasures(settings: Settings) -> list[Erasure]:
+    """Every erasure recorded in the lake (pending ones included, as `read_erasures`)."""
+    rows = lake.read_erasures(settings.lake_dir, DATASET).to_pylist()
+    return [
+        Erasure(row["identity_hmac"], row["environment_id"], _utc(row["erased_at"]))
+        for row in rows
+        if row["action"] == FORGET
+    ]
+
+
+def _audit_record(
+    at: datetime, hash_: str, environment_id: int | None, action: str, node: str
+) -> dict[str, object]:
+    return {
+        "erased_at": at,
+        "identity_hmac": hash_,
+        "environment_id": environment_id,
+        "action": action,
+        "node": node,
+        "deliveries_removed": None,
+        "rows_removed": None,
+    }
+
+
+def _audit_name(record: dict[str, object]) -> str:
+    """The file name (without `.parquet`) of an audit record in the lake: when, the hash's first
+    16 digits, the scope and the action, so a listing reads in time order."""
+    at = record["erased_at"]
+    assert isinstance(at, datetime)
+    scope = "all" if record["environment_id"] is None else f"env{record['environment_id']}"
+    return (
+        f"{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{str(record['identity_hmac'])[:16]}-{scope}-"
+        f"{record['action']}"
+    )
 
 
 def _utc(value) -> datetime:
@@ -328,11 +385,6 @@ def forget(
     from .transform import SCHEDULED_BUILD, run_dbt
 
     key = erasure_key(settings)
-    if settings.warehouse == "spark":
-        raise ConfigError(
-            "forget does not support FLAGSMITH_WAREHOUSE=spark yet: the lake's parquet files "
-            "would have to be rewritten (docs/personal-data.md)"
-        )
     wanted = sorted(set(identities))
     if not wanted or any(not identity for identity in wanted):
         raise ConfigError("forget needs at least one non-empty --identity")
@@ -340,6 +392,10 @@ def forget(
     erased_at = datetime.now(UTC)
     warehouse = for_settings(settings)
     summary = ForgetSummary(identities=len(wanted))
+    if settings.warehouse == "spark":
+        return _forget_on_lake(
+            settings, wanted, hashes, environment_id, erased_at, summary, transform
+        )
 
     # 1. Record the erasures (pending): every loader drops their deliveries from now on. (On
     # DuckDB the transform lock is the file's writer lock, which a loader holds too.)
@@ -392,6 +448,94 @@ def forget(
     return summary
 
 
+LOADS_WAIT_SECONDS = 600.0
+"""How long `forget` on the lake waits for other nodes' loads in progress before it gives up."""
+
+
+def _forget_on_lake(
+    settings: Settings,
+    wanted: list[str],
+    hashes: dict[str, str],
+    environment_id: int | None,
+    erased_at: datetime,
+    summary: ForgetSummary,
+    transform: bool,
+) -> ForgetSummary:
+    """`forget` on the lake: the steps of the module doc, on files."""
+    from . import pipeline
+    from .transform import SCHEDULED_BUILD, run_dbt
+
+    lake_dir = settings.lake_dir
+    if not lake.dataset_exists(lake_dir, DATASET):
+        pipeline.load(settings, wait=True)  # dlt creates the dataset's folder in its first load
+    records = {}
+    # 1. Record the erasures (pending); then note the loads in progress, which may have read
+    # the erasures before this record: a load that starts later reads it.
+    for identity in wanted:
+        record = _audit_record(erased_at, hashes[identity], environment_id, FORGET, settings.node)
+        records[identity] = record
+        lake.write_erasure(lake_dir, DATASET, _audit_name(record), record)
+    in_progress = lake.loads_in_progress(lake_dir, DATASET)
+
+    # 2. This node's spool: the loader drops the erased deliveries it holds.
+    loaded = pipeline.load(settings, wait=True)
+    summary.dropped_from_spool = loaded.dropped_by_erasure
+    try:
+        lake.wait_for_loads(lake_dir, DATASET, in_progress, LOADS_WAIT_SECONDS)
+    except TimeoutError as waiting:
+        raise ConfigError(
+            f"forget waited {LOADS_WAIT_SECONDS:.0f} s for loads in progress on other nodes "
+            f"(markers {waiting}); nothing was deleted yet. A marker a killed loader left goes "
+            "when that node loads again; delete the file of a node that is gone. Then run "
+            "forget again."
+        ) from None
+
+    # 3. Rewrite the raw files holding the identities, then complete the erasures; 4. rebuild.
+    with for_settings(settings).transform_lock(settings.marts_schema):
+        lake.finish_rewrites(lake_dir, DATASET, RAW_TABLES)
+        for identity in wanted:
+            removed = _delete_from_lake(lake_dir, identity, environment_id)
+            record = dict(records[identity], deliveries_removed=removed, rows_removed=removed)
+            lake.write_erasure(lake_dir, DATASET, _audit_name(record), record)
+            summary.deliveries_removed += removed
+            summary.rows_removed += removed
+        if transform:
+            summary.transform_status = run_dbt(settings, "build", list(SCHEDULED_BUILD), lock=False)
+    return summary
+
+
+def _delete_from_lake(lake_dir: str, identity: str, environment_id: int | None) -> int:
+    """Rewrites every raw file of a complete load holding a delivery of `identity` (in scope)
+    without it; returns how many deliveries were removed. Only files whose text mentions the
+    identity are parsed row by row."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    fs, _ = lake.filesystem(lake_dir)
+    loads = lake.completed_loads(lake_dir, DATASET)
+    removed = 0
+    for table_name, column in ((IDENTITY_TABLE, "payload"), (QUARANTINE_TABLE, "body")):
+        for path in lake.table_files(lake_dir, DATASET, table_name, loads):
+            texts = pq.read_table(path, columns=[column], filesystem=fs)[column]
+            if not pc.any(pc.match_substring(texts, identity)).as_py():
+                continue
+            erased = [
+                text is not None and _in_scope(text.encode("utf-8"), identity, environment_id)
+                for text in texts.to_pylist()
+            ]
+            if not any(erased):
+                continue
+            rows = pq.read_table(path, filesystem=fs)
+            lake.rewrite_file(lake_dir, path, rows.filter(pa.array([not e for e in erased])))
+            removed += sum(erased)
+    return removed
+
+
+def _in_scope(body: bytes, identity: str, environment_id: int | None) -> bool:
+    address = delivery_address(body)
+    return address is not None and address[0] == identity and environment_id in (None, address[1])
+
+
 def _erasure_exclusive(settings: Settings):
     """On Postgres, waits for loads in progress on any node (they hold this lock shared while
     they load, with the erasures they read at their start) and keeps new ones out until the
@@ -436,8 +580,7 @@ def _delete_identity(
     )
     ids = []
     for delivery_id, body in candidates:
-        address = delivery_address(body.encode("utf-8"))
-        if address is not None and address[0] == identity and environment_id in (None, address[1]):
+        if _in_scope(body.encode("utf-8"), identity, environment_id):
             ids.append(delivery_id)
     for delivery_id in ids:
         deliveries += database.delete(

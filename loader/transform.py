@@ -94,6 +94,8 @@ def run_dbt(
     if building:
         recording = recorded_step(settings, "transform")
     with held, recording as record:
+        if settings.warehouse == "spark":
+            _prepare_lake(settings)
         results.unlink(missing_ok=True)
         status = subprocess.call(args, env=env)
         if building:
@@ -101,6 +103,16 @@ def run_dbt(
     for line in warnings(results):
         print(line, file=sys.stderr)
     return status
+
+
+def _prepare_lake(settings: Settings) -> None:
+    """Before Spark reads the lake (under the transform lock): the erasures table exists, and no
+    older revision of a raw file that a killed `forget` rewrote is left for staging's glob."""
+    from . import lake
+    from .warehouses import DATASET, RAW_TABLES
+
+    lake.ensure_erasures(settings.lake_dir, DATASET)
+    lake.finish_rewrites(settings.lake_dir, DATASET, RAW_TABLES)
 
 
 def _recorded_outcome(settings: Settings, status: int, results: Path) -> dict[str, object]:

@@ -319,6 +319,22 @@ class LakeWarehouse(Warehouse):
                 loaded.update(found["delivery_id"].to_pylist())
         return loaded
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Warehouse]:
+        """The node's marker in the lake for the whole load (`lake.announce_load`): `forget`,
+        on any node, waits for loads that may have read the erasures before it recorded one."""
+        from . import lake
+
+        with lake.announce_load(self.settings.lake_dir, DATASET, self.settings.node):
+            yield self
+
+    def after_load(self) -> None:
+        """The erasures table gets its first file once dlt has created the dataset, so Spark can
+        read it (`erasure_state`) before anything was erased."""
+        from . import lake
+
+        lake.ensure_erasures(self.settings.lake_dir, DATASET)
+
     def discard_incomplete(self, pipeline, load_ids: list[str]) -> None:
         """Delete the data files of this node's loads that a crash left incomplete.
 

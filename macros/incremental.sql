@@ -161,7 +161,8 @@
         keys (every incremental model: staging leaves those traits out, so a change rebuilds
         everything, as a full refresh would), what the macro named by config
         `flagsmith_rebuild_state` returns, and with `flagsmith_rebuild_after_erasure` the
-        completed erasures (`erasure_state`). -#}
+        completed erasures (`erasure_state`). On Spark every model keeps the erasures: `forget`
+        cannot delete rows from its parquet tables, so each rebuilds from what is left. -#}
     {%- set parts = [] -%}
     {%- set excluded = flagsmith_warehouse.excluded_trait_keys_state() -%}
     {%- if excluded -%}
@@ -174,7 +175,7 @@
             {%- do parts.append(own) -%}
         {%- endif -%}
     {%- endif -%}
-    {%- if config.get('flagsmith_rebuild_after_erasure') -%}
+    {%- if config.get('flagsmith_rebuild_after_erasure') or adapter.type() == 'spark' -%}
         {%- set erasures = flagsmith_warehouse.erasure_state() -%}
         {%- if erasures -%}
             {%- do parts.append(erasures) -%}
@@ -187,7 +188,12 @@
 {% macro erasure_state() -%}
     {#- The completed erasures as text (how many, the newest), or '' while there are none, so a
         warehouse that never erased records no state for it. Read from flagsmith_raw.erasures,
-        beside the raw tables. -#}
+        beside the raw tables (on Spark, in the lake). -#}
+    {{ return(adapter.dispatch('erasure_state', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__erasure_state() -%}
     {%- if not execute -%}
         {{ return('') }}
     {%- endif -%}

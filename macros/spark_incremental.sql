@@ -44,12 +44,18 @@
             select 1
         {%- endcall -%}
     {%- elif rebuild -%}
+        {#- Built beside the old table, which the model's SQL may still read (its newest batch
+            stamp), then swapped in. A run killed before the swap leaves the writing mark, so the
+            next run rebuilds again. -#}
         {%- do flagsmith_warehouse.spark_mark_writing('rebuild') -%}
-        {%- if existing is not none -%}
-            {%- do adapter.drop_relation(existing) -%}
-        {%- endif -%}
+        {%- set building = this.incorporate(
+            path={'identifier': this.identifier ~ '__flagsmith_rebuild'}, type='table'
+        ) -%}
+        {%- call statement('drop_unfinished_rebuild') -%}
+            drop table if exists {{ building }}
+        {%- endcall -%}
         {%- call statement('main') -%}
-            create table {{ target_relation }}
+            create table {{ building }}
             using parquet
             partitioned by (flagsmith_partition)
             as
@@ -57,6 +63,12 @@
             from (
                 {{ compiled_code }}
             ) as model_rows
+        {%- endcall -%}
+        {%- if existing is not none -%}
+            {%- do adapter.drop_relation(existing) -%}
+        {%- endif -%}
+        {%- call statement('swap_in_rebuild') -%}
+            alter table {{ building }} rename to {{ target_relation }}
         {%- endcall -%}
     {%- else -%}
         {#- The new rows are cached (computed once, read twice). The replaced keys are theirs,
@@ -318,8 +330,21 @@
 
 
 {% macro spark__erasure_state() -%}
-    {#- `forget` does not run on Spark (docs/personal-data.md): no erasure is ever recorded. -#}
-    {{ return('') }}
+    {#- As on every warehouse (incremental.sql), read from the lake's erasures table: parquet
+        files under flagsmith_raw/erasures/, which the loader and `transform` create. -#}
+    {%- if not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select count(*), cast(max(erased_at) as string) from parquet.`"
+        ~ flagsmith_warehouse.spark_lake_dataset()
+        ~ "/erasures` where action = 'forget' and rows_removed is not null"
+    ) -%}
+    {%- set row = result.rows[0] -%}
+    {%- if row[0] == 0 -%}
+        {{ return('') }}
+    {%- endif -%}
+    {{ return('erasures ' ~ row[0] ~ ', newest ' ~ row[1]) }}
 {%- endmacro %}
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from loader import pipeline
+from loader import lake, pipeline
 from loader.config import ConfigError
 from loader.privacy import DROPPED_AT_LOAD, FORGET, forget, identity_hmac
 
 from .bodies import body, flag
 from .marts import INTERMEDIATE_TABLES, assert_mart_equal, every_row, expected_marts, fetch_mart
 from .oracle import COLUMNS
+from .spark import SPARK_BUILD, spark, spark_tables  # noqa: F401  (spark: the fixture)
 from .test_incremental import _batches
 from .warehouse import Posted, connect, dbt, deliveries, land, warehouse_settings
 
@@ -51,11 +52,29 @@ def _raw_delivery_bodies(settings) -> list[bytes]:
     return [row[0].encode() for row in rows]
 
 
+def _audit(settings) -> list[tuple]:
+    """(identity_hmac, environment_id, action, rows_removed) of every audit row, oldest first:
+    the warehouse's table, or the lake's files."""
+    if settings.warehouse == "spark":
+        rows = sorted(
+            lake.read_erasures(settings.lake_dir, pipeline.DATASET).to_pylist(),
+            key=lambda row: (row["erased_at"], row["action"]),
+        )
+        names = ("identity_hmac", "environment_id", "action", "rows_removed")
+        return [tuple(row[name] for name in names) for row in rows]
+    with connect(settings) as connection:
+        return connection.execute(
+            "select identity_hmac, environment_id, action, rows_removed "
+            "from flagsmith_raw.erasures order by erased_at"
+        ).fetchall()
+
+
 def assert_erasures_between_incremental_runs_equal_a_full_refresh(
-    tmp_path, warehouse: str = "duckdb", seed: int = 5
+    tmp_path, warehouse: str = "duckdb", seed: int = 5, size: int = 600
 ) -> None:
     settings = _settings(tmp_path / "incremental", warehouse)
-    batches = _batches(seed, 600)  # the randomized streams of tests/test_incremental.py
+    build = ["build", *(SPARK_BUILD if warehouse == "spark" else ())]
+    batches = _batches(seed, size)  # the randomized streams of tests/test_incremental.py
     stream = [posted for batch in batches for posted in batch]
     counts: dict[tuple[str, int | None], int] = {}
     for posted in stream:
@@ -73,7 +92,7 @@ def assert_erasures_between_incremental_runs_equal_a_full_refresh(
     erasures: list[tuple[str, int | None, datetime]] = []
     for number, batch in enumerate(batches):
         land(settings, batch)
-        result = dbt(settings, "build" if number == 0 else "run")
+        result = dbt(settings, build if number == 0 else "run")
         assert result.returncode == 0, result.output[-4000:]
         for identity, environment in erased_after.get(number, []):
             summary = forget(settings, [identity], environment)
@@ -85,7 +104,7 @@ def assert_erasures_between_incremental_runs_equal_a_full_refresh(
         body(everywhere, [flag(1, "feature_1")]), datetime.now(UTC) + timedelta(seconds=1)
     )
     land(settings, [comeback])
-    result = dbt(settings, "build")
+    result = dbt(settings, build)
     assert result.returncode == 0, result.output[-4000:]
 
     def kept(posted: Posted) -> bool:
@@ -96,7 +115,7 @@ def assert_erasures_between_incremental_runs_equal_a_full_refresh(
         )
 
     expected_bodies = sorted(p.body for p in [*stream, comeback] if kept(p))
-    if warehouse == "duckdb":
+    if warehouse in ("duckdb", "spark"):  # the body byte for byte
         assert sorted(_raw_delivery_bodies(settings)) == expected_bodies
     else:  # jsonb reorders keys: compare the documents
         got = sorted(
@@ -111,22 +130,31 @@ def assert_erasures_between_incremental_runs_equal_a_full_refresh(
     if warehouse == "duckdb":
         refreshed, full_schema = _settings(tmp_path / "refreshed"), "flagsmith"
         shutil.copy(settings.duckdb_path, refreshed.duckdb_path)
+    elif warehouse == "spark":  # the same lake, the marts in a Spark warehouse of their own
+        refreshed = warehouse_settings(tmp_path / "refreshed", "spark", Path(settings.lake_dir))
+        full_schema = "flagsmith"
     else:
         refreshed, full_schema = _settings(tmp_path / "refreshed", warehouse), "flagsmith_full"
-    result = dbt(refreshed, "build", "--full-refresh", schema=full_schema)
+    result = dbt(refreshed, build, "--full-refresh", schema=full_schema)
     assert result.returncode == 0, result.output[-4000:]
-    with connect(settings) as incremental, connect(refreshed) as full:
-        expected = expected_marts(incremental)
+    with connect(settings) as raw:
+        expected = expected_marts(raw)
+    if warehouse == "spark":
+        names = [*COLUMNS, *INTERMEDIATE_TABLES]
+        opened = (
+            spark_tables(settings, names, tmp_path / "incremental-marts"),
+            spark_tables(refreshed, names, tmp_path / "refreshed-marts"),
+        )
+    else:
+        opened = (connect(settings), connect(refreshed))
+    with opened[0] as incremental, opened[1] as full:
         for name in COLUMNS:
             actual = fetch_mart(incremental, name)
             assert_mart_equal(actual, fetch_mart(full, name, full_schema), f"{name} (vs full)")
             assert_mart_equal(actual, expected[name], f"{name} (vs oracle)")
         for name in [*COLUMNS, *INTERMEDIATE_TABLES]:
             assert every_row(incremental, name) == every_row(full, name, full_schema), name
-        audit = incremental.execute(
-            "select identity_hmac, environment_id, action, rows_removed "
-            "from flagsmith_raw.erasures order by erased_at"
-        ).fetchall()
+    audit = _audit(settings)
     forgets = [row for row in audit if row[2] == FORGET]
     assert [(h, e) for h, e, _, _ in forgets] == [
         (identity_hmac(KEY, identity), environment) for identity, environment, _ in erasures
@@ -143,6 +171,12 @@ def test_erasures_between_incremental_runs_equal_a_full_refresh_and_the_oracle(t
 
 def test_erasures_between_incremental_runs_on_postgres(tmp_path, postgres_database):
     assert_erasures_between_incremental_runs_equal_a_full_refresh(tmp_path, "postgres")
+
+
+def test_erasures_between_incremental_runs_on_spark(tmp_path, spark):  # noqa: F811
+    """The lake's files rewritten, every Spark model rebuilt from what is left: a smaller
+    stream, a Spark build costing seconds per model whatever its size."""
+    assert_erasures_between_incremental_runs_equal_a_full_refresh(tmp_path, "spark", size=150)
 
 
 ERASED = "erase-me-5f0c1d9e"
