@@ -59,8 +59,8 @@ variant_runs_bounded as (
     -- before it has another variant, and ends one when the one after it does
     select
         *,
-        variant is distinct from lag(variant) over period_order as is_run_start,
-        variant is distinct from lead(variant) over period_order as is_run_end,
+        (variant is distinct from lag(variant) over period_order) as is_run_start,
+        (variant is distinct from lead(variant) over period_order) as is_run_end,
         max(transform_batch_at) over (
             partition by environment_id, identity, feature_id
         ) as newest_batch

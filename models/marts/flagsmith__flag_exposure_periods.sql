@@ -210,12 +210,12 @@ items_compared as (
         *,
         lag(starts_at) over item_order is null
         {% for column in state_columns -%}
-        or {{ column }} is distinct from lag({{ column }}) over item_order
+        or ({{ column }} is distinct from lag({{ column }}) over item_order)
         {% endfor -%}
             as is_run_start,
         lead(starts_at) over item_order is null
         {% for column in state_columns -%}
-        or {{ column }} is distinct from lead({{ column }}) over item_order
+        or ({{ column }} is distinct from lead({{ column }}) over item_order)
         {% endfor -%}
             as is_run_end,
         sum(evaluation_count) over (
