@@ -20,6 +20,7 @@ segment_periods as (
     select * from {{ ref('flagsmith__segment_membership_periods') }}
 ),
 
+{% if flagsmith_warehouse.is_incremental_run() %}
 identities_recomputed as (
     -- every identity with new deliveries (whose segment periods may all have ended, see
     -- flagsmith_replace_partitions), and every identity whose periods were recomputed; read
@@ -34,6 +35,7 @@ identities_recomputed as (
     select environment_id, identity from {{ ref('flagsmith__segment_membership_periods') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
+{% endif %}
 
 periods_of_identities as (
     select * from exposure_periods

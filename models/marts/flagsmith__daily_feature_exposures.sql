@@ -13,6 +13,8 @@
 
 with
 
+{# the days a run recomputes; a full build reads every day #}
+{% if flagsmith_warehouse.is_incremental_run() %}
 first_exposures as (
     select * from {{ ref('flagsmith__first_exposures') }}
 ),
@@ -23,7 +25,6 @@ new_evaluations as (
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
-{% if flagsmith_warehouse.is_incremental_run() %}
 pairs_first_seen_now as (
     -- pairs whose first exposure is one of the new evaluations: pairs new to the feature, or a
     -- late delivery that came before everything known of the pair
@@ -59,7 +60,6 @@ earlier_first_exposure_days as (
         and not ({{ flagsmith_warehouse.new_input_condition() }})
     group by environment_id, identity, feature_id
 ),
-{% endif %}
 
 days_to_recompute as (
     select distinct
@@ -67,11 +67,10 @@ days_to_recompute as (
         environment_id,
         feature_id
     from new_evaluations
-    {% if flagsmith_warehouse.is_incremental_run() %}
     union
     select exposure_date, environment_id, feature_id from earlier_first_exposure_days
-    {% endif %}
 ),
+{% endif %}
 
 day_evaluations as (
     select
