@@ -4,8 +4,9 @@
     rebuild_after_erasure=true
 )) }}
 
-{#- Per local date of received_at in the reporting time zone, feature and variant: identities evaluated that day in that variant,
-    evaluations, and identities whose first exposure to the feature was that day in that variant.
+{#- Per local date of received_at in the reporting time zone, feature and variant: identities
+    evaluated that day in that variant, evaluations, and identities whose first exposure to the
+    feature was that day in that variant.
     Incremental per (day, feature): a run recomputes the days that got new evaluations and the
     days on which an identity with new evaluations was first exposed before this run (a late
     delivery can move a first exposure to an earlier day, which changes both days). The dates
@@ -121,7 +122,9 @@ first_exposures_counted as (
     {% if flagsmith_warehouse.is_incremental_run() %}
     where
         first_exposed_at >= (select min(exposure_date) - 2 from days_to_recompute)
-        and ({{ flagsmith_warehouse.local_date('first_exposed_at') }}, environment_id, feature_id) in (
+        and (
+            {{ flagsmith_warehouse.local_date('first_exposed_at') }}, environment_id, feature_id
+        ) in (
             select exposure_date, environment_id, feature_id from days_to_recompute
         )
     {% endif %}
