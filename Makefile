@@ -31,9 +31,14 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest
 
+# sqlfluff's dbt templater compiles the project: against a throwaway DuckDB file and target
+# folder, so linting creates no data/warehouse.duckdb and leaves target/ alone.
 lint: install
 	$(BIN)/ruff check loader tests bench
 	$(BIN)/ruff format --check loader tests bench
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	    FLAGSMITH_DUCKDB_PATH="$$tmp/lint.duckdb" DBT_TARGET_PATH="$$tmp/target" \
+	    DBT_LOG_PATH="$$tmp/logs" $(BIN)/sqlfluff lint models analyses
 	$(BIN)/mypy loader
 
 format: install

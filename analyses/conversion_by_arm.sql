@@ -26,7 +26,9 @@ exposures as (
 ),
 
 conversions as (
-    select user_id, occurred_at
+    select
+        user_id,
+        occurred_at
     from {{ events }}
     where event_name = '{{ var("flagsmith__analysis_conversion_event", "purchase") }}'
 ),

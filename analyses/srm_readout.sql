@@ -24,8 +24,9 @@ arms_read as (
         arms.observed,
         arms.share,
         arms.expected,
-        case when experiments.srm_chi_square is not null then
-            power(arms.observed - arms.expected, 2) / arms.expected
+        case
+            when experiments.srm_chi_square is not null
+                then power(arms.observed - arms.expected, 2) / arms.expected
         end as chi_square_part,
         experiments.srm_chi_square,
         experiments.srm_p_value

@@ -136,7 +136,8 @@
                 ~ "flagsmith__excluded_trait_keys"
             ) }}
         {%- endif -%}
-        {%- set name = alias if alias else 'trait_' ~ modules.re.sub('[^a-z0-9_]', '_', key.lower()) -%}
+        {%- set name = alias if alias
+            else 'trait_' ~ modules.re.sub('[^a-z0-9_]', '_', key.lower()) -%}
         {%- if name is not string or not modules.re.fullmatch('[a-z_][a-z0-9_]*', name) -%}
             {{ exceptions.raise_compiler_error(
                 "flagsmith__trait_columns: '" ~ name ~ "' (for trait key '" ~ key ~ "') is not a "
@@ -220,7 +221,8 @@
         error below 1.2e-7). Past h = 600 the tail is below 1e-200 for every k here: 0, which
         also keeps exp() from underflowing (Postgres raises on underflow). tests/test_srm.py
         checks it against scipy's chi2.sf. -#}
-    {%- set h = '(cast(' ~ statistic ~ ' as ' ~ flagsmith_warehouse.sql_type('double precision') ~ ') / 2.0)' -%}
+    {%- set h = '(cast(' ~ statistic ~ ' as '
+        ~ flagsmith_warehouse.sql_type('double precision') ~ ') / 2.0)' -%}
     {%- set k = '(' ~ degrees_of_freedom ~ ')' -%}
     {%- set half = (max_degrees_of_freedom // 2) -%}
     {%- set z = 'sqrt(' ~ h ~ ')' -%}
@@ -245,7 +247,10 @@
             1.0
             {%- for r in range(1, half) %}
             {%- set factorial.value = factorial.value * r %}
-            + case when {{ k }} > {{ 2 * r }} then power({{ h }}, {{ r }}) / {{ factorial.value }}.0 else 0.0 end
+            + case
+                when {{ k }} > {{ 2 * r }} then power({{ h }}, {{ r }}) / {{ factorial.value }}.0
+                else 0.0
+            end
             {%- endfor %}
         )
         else {{ erfc }} + exp(-{{ h }}) / {{ (3.141592653589793 ** 0.5) }} * (

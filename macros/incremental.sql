@@ -36,7 +36,10 @@
     {#- The stamp of the rows this run appends: the run's start, or a microsecond after the last
         stamp if the clock went backwards since, so that stamps strictly grow. -#}
     {%- set started -%}
-        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}+00' as {{ flagsmith_warehouse.sql_type('timestamp with time zone') }})
+        cast(
+            '{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}+00'
+            as {{ flagsmith_warehouse.sql_type('timestamp with time zone') }}
+        )
     {%- endset -%}
     {%- if flagsmith_warehouse.is_incremental_table() -%}
         greatest(
@@ -231,7 +234,8 @@
     {#- A write that did not finish (Spark: macros/spark_incremental.sql) leaves a table that may
         be half old, half new: rebuilt whole, unless the model repairs it itself. -#}
     {%- if recorded and recorded['writing'] is not none and not (
-        config.get('flagsmith_repairs_unfinished_write') and recorded['writing'].startswith('loads ')
+        config.get('flagsmith_repairs_unfinished_write')
+        and recorded['writing'].startswith('loads ')
     ) -%}
         {{ return(true) }}
     {%- endif -%}
@@ -264,7 +268,9 @@
 {% macro is_incremental_run() -%}
     {#- is_incremental(), unless the model rebuilds whole this run (see `is_rebuild`): use it
         wherever a model reads its own existing rows. -#}
-    {{ return(flagsmith_warehouse.is_incremental_table() and not flagsmith_warehouse.is_rebuild()) }}
+    {{ return(
+        flagsmith_warehouse.is_incremental_table() and not flagsmith_warehouse.is_rebuild()
+    ) }}
 {%- endmacro %}
 
 

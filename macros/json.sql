@@ -23,10 +23,10 @@
 {% macro default__parse_identity_payload(payload_column) -%}
     {{ flagsmith_warehouse.raise_adapter_not_supported(
         'parse_identity_payload(payload_column)',
-        'an expression that parses the JSON text or JSON value in payload_column, once per row, into '
-        ~ 'the typed value the other JSON macros read: an object with identity (text), flags, traits '
-        ~ 'and segments (lists of objects); feature_state_value and trait_value must stay JSON '
-        ~ '(e.g. postgres: cast(payload_column as jsonb)).'
+        'an expression that parses the JSON text or JSON value in payload_column, once per row, '
+        ~ 'into the typed value the other JSON macros read: an object with identity (text), flags, '
+        ~ 'traits and segments (lists of objects); feature_state_value and trait_value must stay '
+        ~ 'JSON (e.g. postgres: cast(payload_column as jsonb)).'
     ) }}
 {%- endmacro %}
 
@@ -51,9 +51,13 @@
         'identity': 'BIGINT',
         'percentage_allocation': 'DOUBLE',
     } -%}
-    {%- set trait = {'id': 'BIGINT', 'trait_key': 'VARCHAR', 'trait_value': 'JSON', 'transient': 'BOOLEAN'} -%}
+    {%- set trait = {
+        'id': 'BIGINT', 'trait_key': 'VARCHAR', 'trait_value': 'JSON', 'transient': 'BOOLEAN'
+    } -%}
     {%- set segment = {'id': 'BIGINT', 'name': 'VARCHAR', 'member': 'BOOLEAN'} -%}
-    {%- set payload = {'identity': 'VARCHAR', 'flags': [flag], 'traits': [trait], 'segments': [segment]} -%}
+    {%- set payload = {
+        'identity': 'VARCHAR', 'flags': [flag], 'traits': [trait], 'segments': [segment]
+    } -%}
     from_json({{ payload_column }}, '{{ tojson(payload) }}')
 {%- endmacro %}
 
@@ -72,7 +76,9 @@
     {%- if not keys -%}
         {{ payload }}
     {%- else -%}
-        {{ return(adapter.dispatch('without_excluded_traits', 'flagsmith_warehouse')(payload, keys)) }}
+        {{ return(adapter.dispatch('without_excluded_traits', 'flagsmith_warehouse')(
+            payload, keys
+        )) }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -88,7 +94,8 @@
         {{ payload }},
         traits := list_filter(
             {{ payload }}.traits,
-            lambda excluded_trait: excluded_trait.trait_key not in ({{ flagsmith_warehouse.text_literals(keys) }})
+            lambda excluded_trait: excluded_trait.trait_key
+                not in ({{ flagsmith_warehouse.text_literals(keys) }})
         )
     )
 {%- endmacro %}
@@ -104,7 +111,8 @@
                     from jsonb_array_elements({{ payload }} -> 'traits')
                         with ordinality as kept (trait, position)
                     where not coalesce(
-                        kept.trait ->> 'trait_key' in ({{ flagsmith_warehouse.text_literals(keys) }}),
+                        kept.trait ->> 'trait_key'
+                            in ({{ flagsmith_warehouse.text_literals(keys) }}),
                         false
                     )
                 ),
@@ -119,17 +127,20 @@
 {#- ------------------------------------------------------------------------- extract_field -#}
 
 {% macro extract_field(expression, path, data_type=none) -%}
-    {{ return(adapter.dispatch('extract_field', 'flagsmith_warehouse')(expression, path, data_type)) }}
+    {{ return(adapter.dispatch('extract_field', 'flagsmith_warehouse')(
+        expression, path, data_type
+    )) }}
 {%- endmacro %}
 
 {% macro default__extract_field(expression, path, data_type=none) -%}
     {{ flagsmith_warehouse.raise_adapter_not_supported(
         'extract_field(expression, path, data_type=none)',
         'the value at path (a list of keys and 0-based array indexes) inside expression (a parsed '
-        ~ 'payload or one element of unnest_list), cast to data_type (a portable SQL type name such '
-        ~ 'as bigint, boolean, text, double precision, timestamp with time zone); with data_type none, '
-        ~ 'the JSON value itself for json_scalar_text/json_scalar_type; null when the path is absent '
-        ~ '(e.g. postgres: cast(expression #>> \'{a,0,b}\' as data_type), or expression #> \'{a,0,b}\').'
+        ~ 'payload or one element of unnest_list), cast to data_type (a portable SQL type name '
+        ~ 'such as bigint, boolean, text, double precision, timestamp with time zone); with '
+        ~ 'data_type none, the JSON value itself for json_scalar_text/json_scalar_type; null when '
+        ~ 'the path is absent (e.g. postgres: cast(expression #>> \'{a,0,b}\' as data_type), or '
+        ~ 'expression #> \'{a,0,b}\').'
     ) }}
 {%- endmacro %}
 
@@ -176,17 +187,19 @@
 {#- --------------------------------------------------------------------------- unnest_list -#}
 
 {% macro unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
-    {{ return(adapter.dispatch('unnest_list', 'flagsmith_warehouse')(relation, list_field, element_column, parsed_column)) }}
+    {{ return(adapter.dispatch('unnest_list', 'flagsmith_warehouse')(
+        relation, list_field, element_column, parsed_column
+    )) }}
 {%- endmacro %}
 
 {% macro default__unnest_list(relation, list_field, element_column, parsed_column='payload') -%}
     {{ flagsmith_warehouse.raise_adapter_not_supported(
         'unnest_list(relation, list_field, element_column, parsed_column)',
         'a complete select statement over relation (a CTE name) returning all its columns plus '
-        ~ 'element_column, with one row per element of the list parsed_column.list_field and no row '
-        ~ 'for an empty or absent list (e.g. postgres: select relation.*, elements.element_column '
-        ~ 'from relation cross join lateral jsonb_array_elements(relation.parsed_column -> list_field) '
-        ~ 'as elements(element_column)).'
+        ~ 'element_column, with one row per element of the list parsed_column.list_field and no '
+        ~ 'row for an empty or absent list (e.g. postgres: select relation.*, '
+        ~ 'elements.element_column from relation cross join lateral '
+        ~ 'jsonb_array_elements(relation.parsed_column -> list_field) as elements(element_column)).'
     ) }}
 {%- endmacro %}
 
@@ -219,9 +232,9 @@
 {% macro default__json_scalar_text(json_expression) -%}
     {{ flagsmith_warehouse.raise_adapter_not_supported(
         'json_scalar_text(json_expression)',
-        'the JSON scalar as text: strings unquoted and unescaped, numbers and booleans as their JSON '
-        ~ 'text (42, 97.5, true), JSON null or a missing value as SQL null '
-        ~ '(e.g. postgres: json_expression #>> \'{}\').'
+        'the JSON scalar as text: strings unquoted and unescaped, numbers and booleans as their '
+        ~ 'JSON text (42, 97.5, true), JSON null or a missing value as SQL null (e.g. postgres: '
+        ~ 'json_expression #>> \'{}\').'
     ) }}
 {%- endmacro %}
 
@@ -253,7 +266,8 @@
     {%- set digits_only = "replace(" ~ plain ~ ", '.', '')" -%}
     {%- set significant = "trim(both '0' from " ~ digits_only ~ ")" -%}
     {%- set point = "coalesce(nullif(strpos(" ~ plain ~ ", '.'), 0), length(" ~ plain ~ ") + 1)" -%}
-    {%- set leading_zeros = "(length(" ~ digits_only ~ ") - length(ltrim(" ~ digits_only ~ ", '0')))" -%}
+    {%- set leading_zeros =
+        "(length(" ~ digits_only ~ ") - length(ltrim(" ~ digits_only ~ ", '0')))" -%}
     case
         when {{ number }} = 0 then '0.0'
         when abs({{ number }}) >= 0.000001 and abs({{ number }}) < 1e21
@@ -278,8 +292,8 @@
 {% macro default__json_scalar_type(json_expression) -%}
     {{ flagsmith_warehouse.raise_adapter_not_supported(
         'json_scalar_type(json_expression)',
-        'the type of the JSON scalar as one of string, integer, float, boolean, null (JSON null and '
-        ~ 'a missing value are null; a number is integer when its JSON text has no fraction or '
+        'the type of the JSON scalar as one of string, integer, float, boolean, null (JSON null '
+        ~ 'and a missing value are null; a number is integer when its JSON text has no fraction or '
         ~ 'exponent); an object or array may return any other text, which the data tests reject '
         ~ '(e.g. postgres: jsonb_typeof, splitting number by its text).'
     ) }}
@@ -416,13 +430,16 @@
         text: the digits without sign or point, and where the point falls among them. -#}
     {%- set unsigned = "trim(LEADING '-' FROM " ~ number_text ~ ")" -%}
     {%- set mantissa = "split_part(upper(" ~ unsigned ~ "), 'E', 1)" -%}
-    {%- set exponent = "coalesce(try_cast(nullif(split_part(upper(" ~ unsigned ~ "), 'E', 2), '') as int), 0)" -%}
+    {%- set exponent =
+        "coalesce(try_cast(nullif(split_part(upper(" ~ unsigned ~ "), 'E', 2), '') as int), 0)" -%}
     {%- set integer_digits = "split_part(" ~ mantissa ~ ", '.', 1)" -%}
     {%- set digits = "concat(" ~ integer_digits ~ ", split_part(" ~ mantissa ~ ", '.', 2))" -%}
     {%- set significant = "trim(BOTH '0' FROM " ~ digits ~ ")" -%}
-    {%- set leading_zeros = "(length(" ~ digits ~ ") - length(trim(LEADING '0' FROM " ~ digits ~ ")))" -%}
+    {%- set leading_zeros =
+        "(length(" ~ digits ~ ") - length(trim(LEADING '0' FROM " ~ digits ~ ")))" -%}
     {#- the point sits after `point` significant digits: 123.4 -> 3, 0.05 -> -1 -#}
-    {%- set point = "(length(" ~ integer_digits ~ ") + " ~ exponent ~ " - " ~ leading_zeros ~ ")" -%}
+    {%- set point =
+        "(length(" ~ integer_digits ~ ") + " ~ exponent ~ " - " ~ leading_zeros ~ ")" -%}
     {%- set sign = "case when " ~ number_text ~ " like '-%' then '-' else '' end" -%}
     case
         when {{ number_text }} is null then cast(null as string)
@@ -434,7 +451,9 @@
                     then concat('0.', repeat('0', -{{ point }}), {{ significant }})
                 when {{ point }} >= length({{ significant }})
                     then concat(
-                        {{ significant }}, repeat('0', {{ point }} - length({{ significant }})), '.0'
+                        {{ significant }},
+                        repeat('0', {{ point }} - length({{ significant }})),
+                        '.0'
                     )
                 else concat(
                     substr({{ significant }}, 1, {{ point }}),

@@ -31,7 +31,9 @@
 {% macro dates_between(start_date, end_date, alias) -%}
     {#- A lateral join adding one row per calendar date from start_date to end_date (both
         included) as column `<alias>.spine_date`. -#}
-    {{ return(adapter.dispatch('dates_between', 'flagsmith_warehouse')(start_date, end_date, alias)) }}
+    {{ return(adapter.dispatch('dates_between', 'flagsmith_warehouse')(
+        start_date, end_date, alias
+    )) }}
 {%- endmacro %}
 
 {% macro default__dates_between(start_date, end_date, alias) -%}
@@ -62,7 +64,8 @@
     {#- Aggregate: `value` of the row that sorts last (or first) by the columns in `order_by`.
         Standard SQL through an ordered array_agg; DuckDB has a faster native aggregate. -#}
     (array_agg({{ value }} order by
-        {%- for column in order_by %} {{ column }} {{ 'desc' if latest else 'asc' }}{{ ',' if not loop.last }}{% endfor -%}
+        {%- for column in order_by %} {{ column }} {{ 'desc' if latest else 'asc' }}
+            {{- ',' if not loop.last }}{% endfor -%}
     ))[1]
 {%- endmacro %}
 

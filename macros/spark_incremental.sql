@@ -75,7 +75,8 @@
             or, when the model names more, a cached set of their own. -#}
         {%- set new_rows = this.identifier ~ '__flagsmith_new_rows' -%}
         {%- set extra_keys = flagsmith_warehouse.spark_names_extra_keys() -%}
-        {%- set replaced = this.identifier ~ '__flagsmith_replaced_keys' if extra_keys else new_rows -%}
+        {%- set replaced = this.identifier ~ '__flagsmith_replaced_keys' if extra_keys
+            else new_rows -%}
         {%- set cached = [new_rows, replaced] if extra_keys else [new_rows] -%}
         {%- call statement('new_rows') -%}
             cache table {{ new_rows }} as
@@ -90,7 +91,8 @@
                 {{ flagsmith_warehouse.spark_replaced_keys_sql(new_rows, keys) }}
             {%- endcall -%}
         {%- endif -%}
-        {%- set columns = adapter.get_columns_in_relation(existing) | map(attribute='name') | list -%}
+        {%- set columns = adapter.get_columns_in_relation(existing)
+            | map(attribute='name') | list -%}
         {%- set column_list = columns | join(', ') -%}
         {%- do flagsmith_warehouse.spark_mark_writing(flagsmith_warehouse.spark_writing_note()) -%}
         {%- call statement('main') -%}
@@ -101,7 +103,9 @@
             from {{ target_relation }} as kept
             where
                 kept.flagsmith_partition in (
-                    {{ flagsmith_warehouse.spark_touched_partitions_sql(new_rows, replaced, extra_keys) }}
+                    {{ flagsmith_warehouse.spark_touched_partitions_sql(
+                        new_rows, replaced, extra_keys
+                    ) }}
                 )
                 and {{ flagsmith_warehouse.spark_key_kept('kept', replaced, keys) }}
         {%- endcall -%}
@@ -173,7 +177,8 @@
 {% macro spark_names_extra_keys() -%}
     {#- True when the model names replaced keys beyond those of its new rows. -#}
     {{ return(
-        config.get('flagsmith_replace_new_identities') or config.get('flagsmith_replace_new_input_of')
+        config.get('flagsmith_replace_new_identities')
+        or config.get('flagsmith_replace_new_input_of')
     ) }}
 {%- endmacro %}
 
@@ -243,7 +248,8 @@
     {%- set query -%}
         select touched.flagsmith_partition
         from (
-            select distinct {{ flagsmith_warehouse.spark_partition_expression() }} as flagsmith_partition
+            select distinct
+                {{ flagsmith_warehouse.spark_partition_expression() }} as flagsmith_partition
             from {{ replaced }}
         ) as touched
         where
@@ -258,7 +264,9 @@
     {%- for row in run_query(query).rows -%}
         {%- call statement('drop_partition_' ~ loop.index) -%}
             alter table {{ target_relation }}
-            drop if exists partition (flagsmith_partition = {{ flagsmith_warehouse.spark_literal(row[0]) }})
+            drop if exists partition (
+                flagsmith_partition = {{ flagsmith_warehouse.spark_literal(row[0]) }}
+            )
         {%- endcall -%}
     {%- endfor -%}
 {%- endmacro %}
@@ -277,7 +285,9 @@
     {#- What the `writing` mark says: for staging, the loads it is adding, so the next run can
         read them again; for the others, that rows are being written. -#}
     {%- if config.get('flagsmith_repairs_unfinished_write') -%}
-        {{ return('loads ' ~ (flagsmith_warehouse.spark_staged_loads_in(compiled_code) | join(','))) }}
+        {{ return(
+            'loads ' ~ (flagsmith_warehouse.spark_staged_loads_in(compiled_code) | join(','))
+        ) }}
     {%- endif -%}
     {{ return('rows') }}
 {%- endmacro %}
@@ -297,7 +307,9 @@
             cast(null as timestamp),
             {%- endif %}
             current_timestamp(),
-            {{ flagsmith_warehouse.sql_text_literal(recorded['recorded_state'] if recorded else none) }},
+            {{ flagsmith_warehouse.sql_text_literal(
+                recorded['recorded_state'] if recorded else none
+            ) }},
             {{ flagsmith_warehouse.sql_text_literal(note) }}
     {%- endcall -%}
 {%- endmacro %}

@@ -46,7 +46,8 @@ with
 checked as (
     select
         {% for column in columns -%}
-        case when {{ column }} is null then '{{ column }}' end as null_{{ loop.index }}{{ ',' if not loop.last }}
+        case when {{ column }} is null then '{{ column }}' end
+            as null_{{ loop.index }}{{ ',' if not loop.last }}
         {% endfor %}
     from {{ model }}
     where

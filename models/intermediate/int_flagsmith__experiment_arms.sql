@@ -34,7 +34,10 @@ arms_observed as (
         arms.arm,
         count(exposures.identity) as observed
     from (
-        select distinct arm_exposures.environment_id, arm_exposures.feature_id, arm_exposures.arm
+        select distinct
+            arm_exposures.environment_id,
+            arm_exposures.feature_id,
+            arm_exposures.arm
         from arm_exposures
         inner join experiment_features
             on

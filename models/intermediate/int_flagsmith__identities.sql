@@ -14,6 +14,7 @@ webhooks as (
     select * from {{ ref('stg_flagsmith__identity_webhooks') }}
 ),
 
+{% if flagsmith_warehouse.is_incremental_run() %}
 identities_with_new_deliveries as (
     select distinct
         {{ flagsmith_warehouse.environment_scope('environment_id') }} as environment_scope,
@@ -21,6 +22,7 @@ identities_with_new_deliveries as (
     from {{ ref('stg_flagsmith__identity_webhooks') }}  -- not the CTE: it has another reader
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
+{% endif %}
 
 identity_deliveries as (
     select * from webhooks

@@ -20,6 +20,7 @@ segment_periods as (
     select * from {{ ref('flagsmith__segment_membership_periods') }}
 ),
 
+{% if flagsmith_warehouse.is_incremental_run() %}
 identities_recomputed as (
     -- every identity with new deliveries (whose segment periods may all have ended, see
     -- flagsmith_replace_partitions), and every identity whose periods were recomputed; read
@@ -34,6 +35,7 @@ identities_recomputed as (
     select environment_id, identity from {{ ref('flagsmith__segment_membership_periods') }}
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
+{% endif %}
 
 periods_of_identities as (
     select * from exposure_periods
@@ -59,8 +61,8 @@ variant_runs_bounded as (
     -- before it has another variant, and ends one when the one after it does
     select
         *,
-        variant is distinct from lag(variant) over period_order as is_run_start,
-        variant is distinct from lead(variant) over period_order as is_run_end,
+        (variant is distinct from lag(variant) over period_order) as is_run_start,
+        (variant is distinct from lead(variant) over period_order) as is_run_end,
         max(transform_batch_at) over (
             partition by environment_id, identity, feature_id
         ) as newest_batch

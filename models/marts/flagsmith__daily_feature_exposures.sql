@@ -4,8 +4,9 @@
     rebuild_after_erasure=true
 )) }}
 
-{#- Per local date of received_at in the reporting time zone, feature and variant: identities evaluated that day in that variant,
-    evaluations, and identities whose first exposure to the feature was that day in that variant.
+{#- Per local date of received_at in the reporting time zone, feature and variant: identities
+    evaluated that day in that variant, evaluations, and identities whose first exposure to the
+    feature was that day in that variant.
     Incremental per (day, feature): a run recomputes the days that got new evaluations and the
     days on which an identity with new evaluations was first exposed before this run (a late
     delivery can move a first exposure to an earlier day, which changes both days). The dates
@@ -13,6 +14,8 @@
 
 with
 
+{# the days a run recomputes; a full build reads every day #}
+{% if flagsmith_warehouse.is_incremental_run() %}
 first_exposures as (
     select * from {{ ref('flagsmith__first_exposures') }}
 ),
@@ -23,7 +26,6 @@ new_evaluations as (
     where {{ flagsmith_warehouse.new_input_condition() }}
 ),
 
-{% if flagsmith_warehouse.is_incremental_run() %}
 pairs_first_seen_now as (
     -- pairs whose first exposure is one of the new evaluations: pairs new to the feature, or a
     -- late delivery that came before everything known of the pair
@@ -59,7 +61,6 @@ earlier_first_exposure_days as (
         and not ({{ flagsmith_warehouse.new_input_condition() }})
     group by environment_id, identity, feature_id
 ),
-{% endif %}
 
 days_to_recompute as (
     select distinct
@@ -67,11 +68,10 @@ days_to_recompute as (
         environment_id,
         feature_id
     from new_evaluations
-    {% if flagsmith_warehouse.is_incremental_run() %}
     union
     select exposure_date, environment_id, feature_id from earlier_first_exposure_days
-    {% endif %}
 ),
+{% endif %}
 
 day_evaluations as (
     select
@@ -122,7 +122,9 @@ first_exposures_counted as (
     {% if flagsmith_warehouse.is_incremental_run() %}
     where
         first_exposed_at >= (select min(exposure_date) - 2 from days_to_recompute)
-        and ({{ flagsmith_warehouse.local_date('first_exposed_at') }}, environment_id, feature_id) in (
+        and (
+            {{ flagsmith_warehouse.local_date('first_exposed_at') }}, environment_id, feature_id
+        ) in (
             select exposure_date, environment_id, feature_id from days_to_recompute
         )
     {% endif %}

@@ -28,7 +28,11 @@ environment_last_dates as (
         {{ flagsmith_warehouse.local_date('max(last_seen_at)') }} as last_date,
         max(transform_batch_at) as transform_batch_at
     from {{ ref('int_flagsmith__identities') }}
-    where environment_id in (select environment_id from environments_with_new_deliveries)
+    where
+        environment_id in (
+            select environments_with_new_deliveries.environment_id
+            from environments_with_new_deliveries
+        )
     group by environment_id
 ),
 
@@ -39,17 +43,29 @@ period_dates as (
         {{ flagsmith_warehouse.local_date('valid_from') }} as from_date,
         {{ flagsmith_warehouse.local_date('valid_to') }} as to_date
     from {{ ref('flagsmith__segment_membership_periods') }}
-    where environment_id in (select environment_id from environments_with_new_deliveries)
+    where
+        environment_id in (
+            select environments_with_new_deliveries.environment_id
+            from environments_with_new_deliveries
+        )
 ),
 
 entries_counted as (
-    select environment_id, segment_id, from_date as membership_date, count(*) as entered
+    select
+        environment_id,
+        segment_id,
+        from_date as membership_date,
+        count(*) as entered
     from period_dates
     group by environment_id, segment_id, from_date
 ),
 
 exits_counted as (
-    select environment_id, segment_id, to_date as membership_date, count(*) as exited
+    select
+        environment_id,
+        segment_id,
+        to_date as membership_date,
+        count(*) as exited
     from period_dates
     where to_date is not null
     group by environment_id, segment_id, to_date
@@ -75,7 +91,9 @@ segment_days as (
         cast(days.spine_date as date) as membership_date,
         segment_spans.transform_batch_at
     from segment_spans
-    {{ flagsmith_warehouse.dates_between('segment_spans.first_date', 'segment_spans.last_date', 'days') }}
+    {{ flagsmith_warehouse.dates_between(
+        'segment_spans.first_date', 'segment_spans.last_date', 'days'
+    ) }}
 ),
 
 days_counted as (

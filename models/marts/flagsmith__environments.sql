@@ -11,7 +11,9 @@
 with
 
 new_deliveries as (
-    select environment_id, environment_key
+    select
+        environment_id,
+        environment_key
     from {{ ref('stg_flagsmith__identity_webhooks') }}
     where {{ flagsmith_warehouse.new_input_condition() }} and environment_id is not null
 ),
@@ -29,21 +31,36 @@ identities_counted as (
         sum(delivery_count) as deliveries,
         max(transform_batch_at) as transform_batch_at
     from {{ ref('int_flagsmith__identities') }}
-    where environment_id in (select environment_id from environments_with_new_deliveries)
+    where
+        environment_id in (
+            select environments_with_new_deliveries.environment_id
+            from environments_with_new_deliveries
+        )
     group by environment_id
 ),
 
 features_counted as (
-    select environment_id, count(*) as features
+    select
+        environment_id,
+        count(*) as features
     from {{ ref('flagsmith__features') }}
-    where environment_id in (select environment_id from environments_with_new_deliveries)
+    where
+        environment_id in (
+            select environments_with_new_deliveries.environment_id
+            from environments_with_new_deliveries
+        )
     group by environment_id
 ),
 
 environment_keys as (
-    select distinct environment_id, environment_key
+    select distinct
+        environment_id,
+        environment_key
     from (
-        select environment_id, environment_key from new_deliveries
+        select
+            environment_id,
+            environment_key
+        from new_deliveries
         where environment_key is not null
         {% if flagsmith_warehouse.is_incremental_run() %}
         union all
@@ -51,7 +68,11 @@ environment_keys as (
             environment_id,
             {{ flagsmith_warehouse.split_text('environment_keys', ',') }} as environment_key
         from {{ this }}
-        where environment_id in (select environment_id from environments_with_new_deliveries)
+        where
+            environment_id in (
+                select environments_with_new_deliveries.environment_id
+                from environments_with_new_deliveries
+            )
         {% endif %}
     ) as listed
 ),

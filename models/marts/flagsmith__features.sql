@@ -83,7 +83,10 @@ candidates as (
         transform_batch_at
     from {{ this }}
     where (environment_id, feature_id) in (
-        select environment_id, feature_id from new_evaluations_summarized
+        select
+            new_evaluations_summarized.environment_id,
+            new_evaluations_summarized.feature_id
+        from new_evaluations_summarized
     )
     {% endif %}
 ),
@@ -107,7 +110,10 @@ exposed_counted as (
         count(*) as identities_exposed
     from first_exposures
     where (environment_id, feature_id) in (
-        select environment_id, feature_id from new_evaluations_summarized
+        select
+            new_evaluations_summarized.environment_id,
+            new_evaluations_summarized.feature_id
+        from new_evaluations_summarized
     )
     group by environment_id, feature_id
 ),

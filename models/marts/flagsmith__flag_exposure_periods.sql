@@ -123,12 +123,16 @@ tied_instants as (
     -- evaluations, since a late evaluation splits the period holding its instant); either way
     -- the common path needs no grouping or extra sort
     {% if flagsmith_warehouse.is_incremental_run() %}
-    select identity, received_at
+    select
+        identity,
+        received_at
     from evaluations_to_place
     group by identity, received_at
     having count(distinct delivery_id) > 1
     {% else %}
-    select identity, received_at
+    select
+        identity,
+        received_at
     from {{ ref('stg_flagsmith__identity_webhooks') }}
     group by identity, received_at
     having count(*) > 1
@@ -152,7 +156,12 @@ single_evaluation_items as (
         environment_key,
         transform_batch_at
     from evaluations_to_place
-    where (identity, received_at) not in (select identity, received_at from tied_instants)
+    where (identity, received_at) not in (
+        select
+            tied_instants.identity,
+            tied_instants.received_at
+        from tied_instants
+    )
 ),
 
 tied_evaluation_items as (
@@ -175,7 +184,12 @@ tied_evaluation_items as (
             as environment_key,
         max(transform_batch_at) as transform_batch_at
     from evaluations_to_place
-    where (identity, received_at) in (select identity, received_at from tied_instants)
+    where (identity, received_at) in (
+        select
+            tied_instants.identity,
+            tied_instants.received_at
+        from tied_instants
+    )
     group by environment_id, identity, feature_id, received_at
 ),
 
@@ -210,12 +224,12 @@ items_compared as (
         *,
         lag(starts_at) over item_order is null
         {% for column in state_columns -%}
-        or {{ column }} is distinct from lag({{ column }}) over item_order
+        or ({{ column }} is distinct from lag({{ column }}) over item_order)
         {% endfor -%}
             as is_run_start,
         lead(starts_at) over item_order is null
         {% for column in state_columns -%}
-        or {{ column }} is distinct from lead({{ column }}) over item_order
+        or ({{ column }} is distinct from lead({{ column }}) over item_order)
         {% endfor -%}
             as is_run_end,
         sum(evaluation_count) over (

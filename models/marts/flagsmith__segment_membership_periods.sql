@@ -39,9 +39,11 @@ memberships_numbered as (
 runs_started as (
     select
         *,
-        delivery_number - 1 is distinct from lag(delivery_number) over (
-            partition by environment_id, identity, segment_id
-            order by delivery_number
+        (
+            delivery_number - 1 is distinct from lag(delivery_number) over (
+                partition by environment_id, identity, segment_id
+                order by delivery_number
+            )
         ) as is_run_start
     from memberships_numbered
 ),

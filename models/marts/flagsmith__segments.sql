@@ -85,7 +85,9 @@ segments_combined as (
     left join current_members_counted
         on
             {{ flagsmith_warehouse.environment_scope('candidates_ranked.environment_id') }}
-                = {{ flagsmith_warehouse.environment_scope('current_members_counted.environment_id') }}
+            = {{ flagsmith_warehouse.environment_scope(
+                'current_members_counted.environment_id'
+            ) }}
             and candidates_ranked.segment_id = current_members_counted.segment_id
     where candidates_ranked.recency = 1
 )

@@ -41,9 +41,9 @@ traits_numbered as (
 runs_started as (
     select
         *,
-        delivery_number - 1 is distinct from lag(delivery_number) over value_order
-        or trait_value is distinct from lag(trait_value) over value_order
-        or trait_value_type is distinct from lag(trait_value_type) over value_order
+        (delivery_number - 1 is distinct from lag(delivery_number) over value_order)
+        or (trait_value is distinct from lag(trait_value) over value_order)
+        or (trait_value_type is distinct from lag(trait_value_type) over value_order)
             as is_run_start
     from traits_numbered
     window value_order as (

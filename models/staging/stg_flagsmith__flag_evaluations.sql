@@ -13,12 +13,15 @@ renamed as (
         delivery_id,
         {{ flagsmith_warehouse.extract_field('flag', ['feature', 'id'], 'bigint') }} as feature_id,
         received_at,
-        {{ flagsmith_warehouse.extract_field('flag', ['environment'], 'bigint') }} as environment_id,
+        {{ flagsmith_warehouse.extract_field('flag', ['environment'], 'bigint') }}
+            as environment_id,
         environment_key,
         identity,
         transform_batch_at,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'name'], 'text') }} as feature_name,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'type'], 'text') }} as feature_type,
+        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'name'], 'text') }}
+            as feature_name,
+        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'type'], 'text') }}
+            as feature_type,
         {{ flagsmith_warehouse.extract_field('flag', ['id'], 'bigint') }} as feature_state_id,
         {{ flagsmith_warehouse.extract_field('flag', ['enabled'], 'boolean') }} as enabled,
         {{ flagsmith_warehouse.json_scalar_text(
@@ -27,13 +30,22 @@ renamed as (
         {{ flagsmith_warehouse.json_scalar_type(
             flagsmith_warehouse.extract_field('flag', ['feature_state_value'])
         ) }} as value_type,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature_segment'], 'bigint') }} as feature_segment_id,
-        {{ flagsmith_warehouse.extract_field('flag', ['identity'], 'bigint') }} as identity_override_id,
-        {{ flagsmith_warehouse.extract_field('flag', ['percentage_allocation'], 'double precision') }} as percentage_allocation,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'default_enabled'], 'boolean') }} as feature_default_enabled,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'initial_value'], 'text') }} as feature_initial_value,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'description'], 'text') }} as feature_description,
-        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'created_date'], 'timestamp with time zone') }} as feature_created_date
+        {{ flagsmith_warehouse.extract_field('flag', ['feature_segment'], 'bigint') }}
+            as feature_segment_id,
+        {{ flagsmith_warehouse.extract_field('flag', ['identity'], 'bigint') }}
+            as identity_override_id,
+        {{ flagsmith_warehouse.extract_field(
+            'flag', ['percentage_allocation'], 'double precision'
+        ) }} as percentage_allocation,
+        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'default_enabled'], 'boolean') }}
+            as feature_default_enabled,
+        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'initial_value'], 'text') }}
+            as feature_initial_value,
+        {{ flagsmith_warehouse.extract_field('flag', ['feature', 'description'], 'text') }}
+            as feature_description,
+        {{ flagsmith_warehouse.extract_field(
+            'flag', ['feature', 'created_date'], 'timestamp with time zone'
+        ) }} as feature_created_date
     from flags_unnested
 ),
 
