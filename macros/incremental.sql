@@ -191,17 +191,11 @@
 {% macro erasure_state() -%}
     {#- The completed erasures as text (how many, the newest), or '' while there are none, so a
         warehouse that never erased records no state for it. Read from flagsmith_raw.erasures,
-        beside the raw tables (on Spark, in the lake). -#}
-    {{ return(adapter.dispatch('erasure_state', 'flagsmith_warehouse')()) }}
-{%- endmacro %}
-
-
-{% macro default__erasure_state() -%}
+        beside the raw tables (on Spark, in the lake: `erasures_table`). -#}
     {%- if not execute -%}
         {{ return('') }}
     {%- endif -%}
-    {%- set raw = source('flagsmith', 'identity_webhooks') -%}
-    {%- set table = adapter.get_relation(raw.database, raw.schema, 'erasures') -%}
+    {%- set table = flagsmith_warehouse.erasures_table() -%}
     {%- if not table -%}
         {{ return('') }}
     {%- endif -%}
@@ -214,6 +208,18 @@
         {{ return('') }}
     {%- endif -%}
     {{ return('erasures ' ~ row[0] ~ ', newest ' ~ row[1]) }}
+{%- endmacro %}
+
+
+{% macro erasures_table() -%}
+    {#- What to read the erasures audit from, or none before the first erasure. -#}
+    {{ return(adapter.dispatch('erasures_table', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__erasures_table() -%}
+    {%- set raw = source('flagsmith', 'identity_webhooks') -%}
+    {{ return(adapter.get_relation(raw.database, raw.schema, 'erasures')) }}
 {%- endmacro %}
 
 

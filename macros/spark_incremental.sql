@@ -341,22 +341,10 @@
 {%- endmacro %}
 
 
-{% macro spark__erasure_state() -%}
-    {#- As on every warehouse (incremental.sql), read from the lake's erasures table: parquet
-        files under flagsmith_raw/erasures/, which the loader and `transform` create. -#}
-    {%- if not execute -%}
-        {{ return('') }}
-    {%- endif -%}
-    {%- set result = run_query(
-        "select count(*), cast(max(erased_at) as string) from parquet.`"
-        ~ flagsmith_warehouse.spark_lake_dataset()
-        ~ "/erasures` where action = 'forget' and rows_removed is not null"
-    ) -%}
-    {%- set row = result.rows[0] -%}
-    {%- if row[0] == 0 -%}
-        {{ return('') }}
-    {%- endif -%}
-    {{ return('erasures ' ~ row[0] ~ ', newest ' ~ row[1]) }}
+{% macro spark__erasures_table() -%}
+    {#- The lake's erasures files under flagsmith_raw/erasures/, which the loader and `transform`
+        create (one file with no row before the first erasure). -#}
+    {{ return('parquet.`' ~ flagsmith_warehouse.spark_lake_dataset() ~ '/erasures`') }}
 {%- endmacro %}
 
 

@@ -72,6 +72,19 @@ def options_vars(options: AnalystOptions) -> list[str]:
     return ["--vars", json.dumps(chosen)]
 
 
+def incremental_and_full_marts(settings, refreshed, tmp_path: Path):
+    """Read connections to the marts and intermediate tables of two builds (`settings`, then
+    `refreshed`): the warehouses' own, or on Spark DuckDB views over the tables read out to
+    parquet under `tmp_path`."""
+    if settings.warehouse != "spark":
+        return connect(settings), connect(refreshed)
+    names = [*COLUMNS, *INTERMEDIATE_TABLES]
+    return (
+        spark_tables(settings, names, tmp_path / "incremental-marts"),
+        spark_tables(refreshed, names, tmp_path / "refreshed-marts"),
+    )
+
+
 def assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
     tmp_path,
     seed: int,
@@ -115,14 +128,7 @@ def assert_incremental_builds_equal_a_full_refresh_and_the_oracle(
 
     with connect(settings) as raw:  # the raw rows: the warehouse's own, or the lake's
         expected = expected_marts(raw, options)
-    if warehouse == "spark":
-        names = [*COLUMNS, *INTERMEDIATE_TABLES]
-        opened = (
-            spark_tables(settings, names, tmp_path / "incremental-marts"),
-            spark_tables(refreshed, names, tmp_path / "refreshed-marts"),
-        )
-    else:
-        opened = (connect(settings), connect(refreshed))
+    opened = incremental_and_full_marts(settings, refreshed, tmp_path)
     with opened[0] as incremental, opened[1] as full:
         for name in COLUMNS:
             actual = fetch_mart(incremental, name, options=options)

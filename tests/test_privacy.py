@@ -25,8 +25,8 @@ from loader.privacy import DROPPED_AT_LOAD, FORGET, forget, identity_hmac
 from .bodies import body, flag
 from .marts import INTERMEDIATE_TABLES, assert_mart_equal, every_row, expected_marts, fetch_mart
 from .oracle import COLUMNS
-from .spark import SPARK_BUILD, spark, spark_tables  # noqa: F401  (spark: the fixture)
-from .test_incremental import _batches
+from .spark import SPARK_BUILD, spark  # noqa: F401  (spark: the fixture)
+from .test_incremental import _batches, incremental_and_full_marts
 from .warehouse import Posted, connect, dbt, deliveries, land, warehouse_settings
 
 KEY = b"erasure-test-key"
@@ -139,14 +139,7 @@ def assert_erasures_between_incremental_runs_equal_a_full_refresh(
     assert result.returncode == 0, result.output[-4000:]
     with connect(settings) as raw:
         expected = expected_marts(raw)
-    if warehouse == "spark":
-        names = [*COLUMNS, *INTERMEDIATE_TABLES]
-        opened = (
-            spark_tables(settings, names, tmp_path / "incremental-marts"),
-            spark_tables(refreshed, names, tmp_path / "refreshed-marts"),
-        )
-    else:
-        opened = (connect(settings), connect(refreshed))
+    opened = incremental_and_full_marts(settings, refreshed, tmp_path)
     with opened[0] as incremental, opened[1] as full:
         for name in COLUMNS:
             actual = fetch_mart(incremental, name)
