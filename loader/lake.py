@@ -129,14 +129,10 @@ def rewrite_file(lake: str, path: str, rows: pa.Table) -> str:
     The revision is written under a hidden name, moved into place complete, and only then is
     `path` removed: a crash leaves both revisions, readers here take the newer, and
     `finish_rewrites` removes the older."""
-    import pyarrow.parquet as pq
-
     fs, _ = filesystem(lake)
     stem, revision = _stem_and_revision(path)
     target = f"{stem}.r{revision + 1}.parquet"
-    hidden = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.tmp")
-    pq.write_table(rows, hidden, filesystem=fs)
-    fs.mv(hidden, target)
+    _write_whole(fs, target, rows)
     fs.rm(path)
     return target
 
@@ -216,29 +212,29 @@ def dataset_exists(lake: str, dataset: str) -> bool:
 def ensure_erasures(lake: str, dataset: str) -> None:
     """Give the erasures table a file (`empty.parquet`, no row) if it has none, so Spark can
     read it before anything was erased. Nothing while the dataset has no folder yet."""
-    import pyarrow.parquet as pq
-
     if not dataset_exists(lake, dataset):
         return
     fs, folder = _erasures_folder(lake, dataset)
     if any(path.endswith(".parquet") for path in _listing(fs, folder)):
         return
     fs.makedirs(folder, exist_ok=True)
-    _write_whole(fs, posixpath.join(folder, "empty.parquet"), erasures_schema().empty_table(), pq)
+    _write_whole(fs, posixpath.join(folder, "empty.parquet"), erasures_schema().empty_table())
 
 
 def write_erasure(lake: str, dataset: str, name: str, record: dict[str, object]) -> None:
     """Write one audit record as the file `<name>.parquet`, replacing a file of that name whole
     (`forget` records a pending erasure, then completes it under the same name)."""
-    import pyarrow.parquet as pq
-
     fs, folder = _erasures_folder(lake, dataset)
     fs.makedirs(folder, exist_ok=True)
     table = pa.Table.from_pylist([record], schema=erasures_schema())
-    _write_whole(fs, posixpath.join(folder, f"{name}.parquet"), table, pq)
+    _write_whole(fs, posixpath.join(folder, f"{name}.parquet"), table)
 
 
-def _write_whole(fs, path: str, table: pa.Table, pq) -> None:
+def _write_whole(fs, path: str, table: pa.Table) -> None:
+    """Write `table` as the file `path`: under a hidden name first, then moved into place
+    complete."""
+    import pyarrow.parquet as pq
+
     hidden = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp")
     pq.write_table(table, hidden, filesystem=fs)
     fs.mv(hidden, path)
