@@ -15,9 +15,13 @@ never opens the others.
 Files are rewritten only by `forget` (`rewrite_file`): the new revision of
 `<load_id>.<file_id>.parquet` is `<load_id>.<file_id>.r1.parquet`, then `.r2`, and so on. It is
 moved into place complete before the older revision is removed, and readers here take the newest
-revision of each file, so none of them ever reads a delivery twice or misses one; Spark's staging,
-which reads through a glob, runs after `finish_rewrites` has removed any older revision a killed
-`forget` left behind.
+revision of each file, so none of them ever reads a delivery twice or misses one. Spark's
+staging reads through a glob that matches every revision. The dbt runs this package starts
+(`transform.run_dbt`: the `transform` and `run` commands, the build after `forget`) first run
+`finish_rewrites` under the transform lock (`transform._prepare_lake`), which removes any older
+revision a killed `forget` left behind; `forget` runs it too before it rewrites. A `dbt run`
+started by hand does not: until one of those has run, it would read both revisions of such a
+file.
 
 Beside the raw tables the lake holds `flagsmith_raw/erasures/` (the erasures audit, a parquet file
 per record: `loader.privacy`), and beside the dataset `_flagsmith_loading/` (a marker per node
