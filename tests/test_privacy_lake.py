@@ -20,7 +20,7 @@ from loader.privacy import DROPPED_AT_LOAD, FORGET, forget, identity_hmac
 from loader.spool import SpoolWriter
 
 from .test_privacy import ERASED, KEY, _address, _audit, _distinctive_stream
-from .warehouse import Posted, connect, deliveries, land, warehouse_settings
+from .warehouse import Posted, connect, deliveries, land, landed_delivery_ids, warehouse_settings
 
 DATASET = pipeline.DATASET
 
@@ -144,7 +144,7 @@ def test_a_forget_killed_between_a_files_revisions_is_finished_by_the_next(tmp_p
     # Readers take the newest revision: no delivery twice, the rewritten file's without ERASED.
     loads = lake.completed_loads(settings.lake_dir, DATASET)
     assert len(lake.table_files(settings.lake_dir, DATASET, "identity_webhooks", loads)) == 2
-    assert len(_raw_identities(settings)) == len(set(_raw_delivery_ids(settings)))
+    assert len(_raw_identities(settings)) == len(set(landed_delivery_ids(settings)))
     assert _audit(settings) == [(identity_hmac(KEY, ERASED), None, FORGET, None)]  # pending
 
     second_load = [_address(p)[0] for p in stream[10:20]].count(ERASED)
@@ -154,12 +154,6 @@ def test_a_forget_killed_between_a_files_revisions_is_finished_by_the_next(tmp_p
     assert len(names) == 2 and all(".r1." in name for name in names), names
     assert _raw_identities(settings) == kept
     assert _files_mentioning(settings, ERASED) == []
-
-
-def _raw_delivery_ids(settings) -> list[str]:
-    with connect(settings) as connection:
-        rows = connection.execute("select delivery_id from flagsmith_raw.identity_webhooks")
-        return [row[0] for row in rows.fetchall()]
 
 
 def test_forget_on_the_lake_waits_for_loads_other_nodes_started_before_it(tmp_path, monkeypatch):
