@@ -23,11 +23,11 @@ step 4 would have. Run again, `forget` finds nothing left to delete and records 
 On the lake (`FLAGSMITH_WAREHOUSE=spark`) the same steps run on files (`_forget_on_lake`): the
 audit records are parquet files under `flagsmith_raw/erasures/`; before deleting, `forget` waits
 for loads that other nodes started before it recorded the erasure (their markers,
-`lake.announce_load`); the deletes rewrite each raw file holding the identity as its next
-revision (`lake.rewrite_file`); and since parquet tables have no DELETE, every Spark model keeps
-the completed erasures in its recorded state and the build of step 4 rebuilds every mart from
-what is left. A `forget` killed while rewriting is finished by running it again; a `transform`
-first removes any older revision it left (`lake.finish_rewrites`).
+`lake.announce_load`); the deletes rewrite each raw file holding any of the identities, once, as
+its next revision (`lake.rewrite_file`); and since parquet tables have no DELETE, every Spark
+model keeps the completed erasures in its recorded state and the build of step 4 rebuilds every
+mart from what is left. A `forget` killed while rewriting is finished by running it again; a
+`transform` first removes any older revision it left (`lake.finish_rewrites`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import contextlib
 import hashlib
 import hmac
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -493,47 +493,61 @@ def _forget_on_lake(
     # 3. Rewrite the raw files holding the identities, then complete the erasures; 4. rebuild.
     with for_settings(settings).transform_lock(settings.marts_schema):
         lake.finish_rewrites(lake_dir, DATASET, RAW_TABLES)
+        removed = _delete_from_lake(lake_dir, wanted, environment_id)
         for identity in wanted:
-            removed = _delete_from_lake(lake_dir, identity, environment_id)
-            record = dict(records[identity], deliveries_removed=removed, rows_removed=removed)
+            count = removed[identity]
+            record = dict(records[identity], deliveries_removed=count, rows_removed=count)
             lake.write_erasure(lake_dir, DATASET, _audit_name(record), record)
-            summary.deliveries_removed += removed
-            summary.rows_removed += removed
+            summary.deliveries_removed += count
+            summary.rows_removed += count
         if transform:
             summary.transform_status = run_dbt(settings, "build", list(SCHEDULED_BUILD), lock=False)
     return summary
 
 
-def _delete_from_lake(lake_dir: str, identity: str, environment_id: int | None) -> int:
-    """Rewrites every raw file of a complete load holding a delivery of `identity` (in scope)
-    without it; returns how many deliveries were removed. Only files whose text mentions the
-    identity are parsed row by row."""
+def _delete_from_lake(
+    lake_dir: str, identities: Iterable[str], environment_id: int | None
+) -> dict[str, int]:
+    """Rewrites every raw file of a complete load holding a delivery of any of `identities` (in
+    scope) without those deliveries, each file once; returns how many deliveries of each
+    identity were removed. Only files whose text mentions one of the identities are parsed row
+    by row."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    removed = dict.fromkeys(identities, 0)
+    wanted = frozenset(removed)
     fs, _ = lake.filesystem(lake_dir)
     loads = lake.completed_loads(lake_dir, DATASET)
-    removed = 0
     for table_name, column in ((IDENTITY_TABLE, "payload"), (QUARANTINE_TABLE, "body")):
         for path in lake.table_files(lake_dir, DATASET, table_name, loads):
             texts = pq.read_table(path, columns=[column], filesystem=fs)[column]
-            if not pc.any(pc.match_substring(texts, identity)).as_py():
+            if not any(pc.any(pc.match_substring(texts, name)).as_py() for name in wanted):
                 continue
             erased = [
-                text is not None and _in_scope(text.encode("utf-8"), identity, environment_id)
+                None
+                if text is None
+                else _erased_identity(text.encode("utf-8"), wanted, environment_id)
                 for text in texts.to_pylist()
             ]
-            if not any(erased):
+            if all(identity is None for identity in erased):
                 continue
             rows = pq.read_table(path, filesystem=fs)
-            lake.rewrite_file(lake_dir, path, rows.filter(pa.array([not e for e in erased])))
-            removed += sum(erased)
+            keep = pa.array([identity is None for identity in erased])
+            lake.rewrite_file(lake_dir, path, rows.filter(keep))
+            for identity in erased:
+                if identity is not None:
+                    removed[identity] += 1
     return removed
 
 
-def _in_scope(body: bytes, identity: str, environment_id: int | None) -> bool:
+def _erased_identity(body: bytes, wanted: Set[str], environment_id: int | None) -> str | None:
+    """The identity of `wanted` that `body` is a delivery of, in scope of `environment_id`
+    (None: every environment); None when it is none of theirs."""
     address = delivery_address(body)
-    return address is not None and address[0] == identity and environment_id in (None, address[1])
+    if address is None or address[0] not in wanted or environment_id not in (None, address[1]):
+        return None
+    return address[0]
 
 
 def _erasure_exclusive(settings: Settings):
@@ -580,7 +594,7 @@ def _delete_identity(
     )
     ids = []
     for delivery_id, body in candidates:
-        if _in_scope(body.encode("utf-8"), identity, environment_id):
+        if _erased_identity(body.encode("utf-8"), {identity}, environment_id) is not None:
             ids.append(delivery_id)
     for delivery_id in ids:
         deliveries += database.delete(
