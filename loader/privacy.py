@@ -47,7 +47,14 @@ import pyarrow as pa
 from . import lake
 from .config import ConfigError, Settings, postgres_connection_parameters
 from .spool import Delivery
-from .warehouses import DATASET, IDENTITY_TABLE, QUARANTINE_TABLE, RAW_TABLES, for_settings
+from .warehouses import (
+    DATASET,
+    IDENTITY_TABLE,
+    QUARANTINE_TABLE,
+    RAW_TABLES,
+    Warehouse,
+    for_settings,
+)
 
 ERASURES_TABLE = lake.ERASURES_TABLE
 FORGET = "forget"
@@ -394,7 +401,7 @@ def forget(
     summary = ForgetSummary(identities=len(wanted))
     if settings.warehouse == "spark":
         return _forget_on_lake(
-            settings, wanted, hashes, environment_id, erased_at, summary, transform
+            warehouse, wanted, hashes, environment_id, erased_at, summary, transform
         )
 
     # 1. Record the erasures (pending): every loader drops their deliveries from now on. (On
@@ -453,7 +460,7 @@ LOADS_WAIT_SECONDS = 600.0
 
 
 def _forget_on_lake(
-    settings: Settings,
+    warehouse: Warehouse,
     wanted: list[str],
     hashes: dict[str, str],
     environment_id: int | None,
@@ -465,6 +472,7 @@ def _forget_on_lake(
     from . import pipeline
     from .transform import SCHEDULED_BUILD, run_dbt
 
+    settings = warehouse.settings
     lake_dir = settings.lake_dir
     if not lake.dataset_exists(lake_dir, DATASET):
         pipeline.load(settings, wait=True)  # dlt creates the dataset's folder in its first load
@@ -491,7 +499,7 @@ def _forget_on_lake(
         ) from None
 
     # 3. Rewrite the raw files holding the identities, then complete the erasures; 4. rebuild.
-    with for_settings(settings).transform_lock(settings.marts_schema):
+    with warehouse.transform_lock(settings.marts_schema):
         lake.finish_rewrites(lake_dir, DATASET, RAW_TABLES)
         removed = _delete_from_lake(lake_dir, wanted, environment_id)
         for identity in wanted:
