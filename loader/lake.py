@@ -38,6 +38,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -232,6 +233,18 @@ def write_erasure(lake: str, dataset: str, name: str, record: dict[str, object])
     fs.makedirs(folder, exist_ok=True)
     table = pa.Table.from_pylist([record], schema=erasures_schema())
     _write_whole(fs, posixpath.join(folder, f"{name}.parquet"), table)
+
+
+def audit_name(record: dict[str, object]) -> str:
+    """The file name (without `.parquet`) of an audit record in the lake: when, the hash's first
+    16 digits, the scope and the action, so a listing reads in time order."""
+    at = record["erased_at"]
+    assert isinstance(at, datetime)
+    scope = "all" if record["environment_id"] is None else f"env{record['environment_id']}"
+    return (
+        f"{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{str(record['identity_hmac'])[:16]}-{scope}-"
+        f"{record['action']}"
+    )
 
 
 def _write_whole(fs, path: str, table: pa.Table) -> None:
