@@ -308,7 +308,7 @@ def import_(settings: Settings, directory: Path) -> HistorySummary:
             ),
         )
         seen: set[str] = set()
-        erasures = privacy.loader_filter(settings, dlt_pipeline)
+        erasures = privacy.loader_filter(warehouse, dlt_pipeline)
 
         def batches() -> Iterator[tuple[pa.Table, pa.Table]]:
             for table, handle in files.items():
@@ -345,7 +345,7 @@ def import_(settings: Settings, directory: Path) -> HistorySummary:
             source = itertools.chain([pipeline.to_tables([])], source)
         resource = pipeline._resource(source, create=create)
         pipeline._run(dlt_pipeline, resource, **warehouse.run_options)
-        privacy.record_dropped(settings, dlt_pipeline, erasures)
+        privacy.record_dropped(warehouse, dlt_pipeline, erasures)
         warehouse.after_load()
     summary.seconds = time.monotonic() - started
     return summary

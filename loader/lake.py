@@ -15,9 +15,13 @@ never opens the others.
 Files are rewritten only by `forget` (`rewrite_file`): the new revision of
 `<load_id>.<file_id>.parquet` is `<load_id>.<file_id>.r1.parquet`, then `.r2`, and so on. It is
 moved into place complete before the older revision is removed, and readers here take the newest
-revision of each file, so none of them ever reads a delivery twice or misses one; Spark's staging,
-which reads through a glob, runs after `finish_rewrites` has removed any older revision a killed
-`forget` left behind.
+revision of each file, so none of them ever reads a delivery twice or misses one. Spark's
+staging reads through a glob that matches every revision. The dbt runs this package starts
+(`transform.run_dbt`: the `transform` and `run` commands, the build after `forget`) first run
+`finish_rewrites` under the transform lock (`transform._prepare_lake`), which removes any older
+revision a killed `forget` left behind; `forget` runs it too before it rewrites. A `dbt run`
+started by hand does not: until one of those has run, it would read both revisions of such a
+file.
 
 Beside the raw tables the lake holds `flagsmith_raw/erasures/` (the erasures audit, a parquet file
 per record: `loader.privacy`), and beside the dataset `_flagsmith_loading/` (a marker per node
@@ -34,6 +38,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -129,14 +134,10 @@ def rewrite_file(lake: str, path: str, rows: pa.Table) -> str:
     The revision is written under a hidden name, moved into place complete, and only then is
     `path` removed: a crash leaves both revisions, readers here take the newer, and
     `finish_rewrites` removes the older."""
-    import pyarrow.parquet as pq
-
     fs, _ = filesystem(lake)
     stem, revision = _stem_and_revision(path)
     target = f"{stem}.r{revision + 1}.parquet"
-    hidden = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.tmp")
-    pq.write_table(rows, hidden, filesystem=fs)
-    fs.mv(hidden, target)
+    _write_whole(fs, target, rows)
     fs.rm(path)
     return target
 
@@ -216,29 +217,41 @@ def dataset_exists(lake: str, dataset: str) -> bool:
 def ensure_erasures(lake: str, dataset: str) -> None:
     """Give the erasures table a file (`empty.parquet`, no row) if it has none, so Spark can
     read it before anything was erased. Nothing while the dataset has no folder yet."""
-    import pyarrow.parquet as pq
-
     if not dataset_exists(lake, dataset):
         return
     fs, folder = _erasures_folder(lake, dataset)
     if any(path.endswith(".parquet") for path in _listing(fs, folder)):
         return
     fs.makedirs(folder, exist_ok=True)
-    _write_whole(fs, posixpath.join(folder, "empty.parquet"), erasures_schema().empty_table(), pq)
+    _write_whole(fs, posixpath.join(folder, "empty.parquet"), erasures_schema().empty_table())
 
 
 def write_erasure(lake: str, dataset: str, name: str, record: dict[str, object]) -> None:
     """Write one audit record as the file `<name>.parquet`, replacing a file of that name whole
     (`forget` records a pending erasure, then completes it under the same name)."""
-    import pyarrow.parquet as pq
-
     fs, folder = _erasures_folder(lake, dataset)
     fs.makedirs(folder, exist_ok=True)
     table = pa.Table.from_pylist([record], schema=erasures_schema())
-    _write_whole(fs, posixpath.join(folder, f"{name}.parquet"), table, pq)
+    _write_whole(fs, posixpath.join(folder, f"{name}.parquet"), table)
 
 
-def _write_whole(fs, path: str, table: pa.Table, pq) -> None:
+def audit_name(record: dict[str, object]) -> str:
+    """The file name (without `.parquet`) of an audit record in the lake: when, the hash's first
+    16 digits, the scope and the action, so a listing reads in time order."""
+    at = record["erased_at"]
+    assert isinstance(at, datetime)
+    scope = "all" if record["environment_id"] is None else f"env{record['environment_id']}"
+    return (
+        f"{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{str(record['identity_hmac'])[:16]}-{scope}-"
+        f"{record['action']}"
+    )
+
+
+def _write_whole(fs, path: str, table: pa.Table) -> None:
+    """Write `table` as the file `path`: under a hidden name first, then moved into place
+    complete."""
+    import pyarrow.parquet as pq
+
     hidden = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp")
     pq.write_table(table, hidden, filesystem=fs)
     fs.mv(hidden, path)

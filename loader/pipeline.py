@@ -413,7 +413,7 @@ def load(
         )
         # Read once per run, under the session's locks: `forget` records an erasure before it
         # deletes, and waits for loads in progress before deleting (loader.privacy).
-        erasures = privacy.loader_filter(settings, pipeline)
+        erasures = privacy.loader_filter(warehouse, pipeline)
         while max_batches is None or summary.batches < max_batches:
             budget = None if max_batches is None else max_batches - summary.batches
             group = _load_group(pipeline, warehouse, reader, recovering, budget, create, erasures)
@@ -422,7 +422,7 @@ def load(
                 break
             # The audit of what was dropped is written after the load commits; a crash before
             # the segments are released can count those deliveries again on the retry.
-            privacy.record_dropped(settings, pipeline, erasures)
+            privacy.record_dropped(warehouse, pipeline, erasures)
             warehouse.after_load()
             reader.release(group.paths)
             summary.add(group)

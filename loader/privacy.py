@@ -23,11 +23,15 @@ step 4 would have. Run again, `forget` finds nothing left to delete and records 
 On the lake (`FLAGSMITH_WAREHOUSE=spark`) the same steps run on files (`_forget_on_lake`): the
 audit records are parquet files under `flagsmith_raw/erasures/`; before deleting, `forget` waits
 for loads that other nodes started before it recorded the erasure (their markers,
-`lake.announce_load`); the deletes rewrite each raw file holding the identity as its next
-revision (`lake.rewrite_file`); and since parquet tables have no DELETE, every Spark model keeps
-the completed erasures in its recorded state and the build of step 4 rebuilds every mart from
-what is left. A `forget` killed while rewriting is finished by running it again; a `transform`
-first removes any older revision it left (`lake.finish_rewrites`).
+`lake.announce_load`); the deletes rewrite each raw file holding any of the identities, once, as
+its next revision (`lake.rewrite_file`); and since parquet tables have no DELETE, every Spark
+model keeps the completed erasures in its recorded state and the build of step 4 rebuilds every
+mart from what is left. A `forget` killed while rewriting is finished by running it again; a
+`transform` first removes any older revision it left (`lake.finish_rewrites`).
+
+What differs per warehouse is in its object (`loader.warehouses`): reading the erasures a load
+applies (`read_erasures`), appending `dropped_at_load` rows (`record_dropped`), and the locks
+`forget` takes to record an erasure and to delete (`erasure_recording_lock`, `erasure_lock`).
 """
 
 from __future__ import annotations
@@ -35,8 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,7 +50,15 @@ import pyarrow as pa
 from . import lake
 from .config import ConfigError, Settings, postgres_connection_parameters
 from .spool import Delivery
-from .warehouses import DATASET, IDENTITY_TABLE, QUARANTINE_TABLE, RAW_TABLES, for_settings
+from .warehouses import (
+    DATASET,
+    IDENTITY_TABLE,
+    QUARANTINE_TABLE,
+    RAW_TABLES,
+    LakeWarehouse,
+    Warehouse,
+    for_settings,
+)
 
 ERASURES_TABLE = lake.ERASURES_TABLE
 FORGET = "forget"
@@ -127,6 +138,13 @@ class Erasure:
     environment_id: int | None  # None: every environment
     erased_at: datetime
 
+    @classmethod
+    def recorded(cls, identity_hmac: str, environment_id, erased_at) -> Erasure:
+        """The erasure of an audit row as a warehouse returns it: the time in UTC (a naive one,
+        or text, read as UTC), the environment id a Python int."""
+        environment = None if environment_id is None else int(environment_id)
+        return cls(identity_hmac, environment, _utc(erased_at))
+
 
 @dataclass
 class ErasureFilter:
@@ -186,64 +204,28 @@ def read_erasures(execute) -> list[Erasure]:
         f"select identity_hmac, environment_id, erased_at from {DATASET}.{ERASURES_TABLE} "
         f"where action = '{FORGET}'"
     )
-    return [
-        Erasure(hash_, None if env is None else int(env), _utc(at)) for hash_, env, at in rows or ()
-    ]
+    return [Erasure.recorded(*row) for row in rows or ()]
 
 
-def loader_filter(settings: Settings, pipeline) -> ErasureFilter:
-    """The erasures a load applies, read through the loader's own dlt SQL client (on the lake,
-    from its files)."""
-    if settings.warehouse == "spark":
-        return ErasureFilter(settings.erasure_key, lake_erasures(settings))
-    from .warehouses import table_exists
-
-    with pipeline.sql_client() as client:
-        if not table_exists(client, ERASURES_TABLE):
-            return ErasureFilter(settings.erasure_key, [])
-        return ErasureFilter(
-            settings.erasure_key, read_erasures(lambda sql: client.execute_sql(sql))
-        )
+def loader_filter(warehouse: Warehouse, pipeline) -> ErasureFilter:
+    """The erasures a load applies, read by the warehouse object (`Warehouse.read_erasures`:
+    through the loader's own dlt SQL client, or on the lake from its files)."""
+    return ErasureFilter(warehouse.settings.erasure_key, warehouse.read_erasures(pipeline))
 
 
-def record_dropped(settings: Settings, pipeline, erasures: ErasureFilter) -> None:
-    """One `dropped_at_load` row per erasure scope that dropped deliveries in this load."""
+def record_dropped(warehouse: Warehouse, pipeline, erasures: ErasureFilter) -> None:
+    """One `dropped_at_load` row per erasure scope that dropped deliveries in this load, written
+    by the warehouse object (`Warehouse.record_dropped`)."""
     if not erasures.dropped:
         return
     now = datetime.now(UTC)
-    if settings.warehouse == "spark":
-        for (hash_, environment), count in sorted(erasures.dropped.items(), key=str):
-            record = _audit_record(now, hash_, environment, DROPPED_AT_LOAD, settings.node)
-            record.update(deliveries_removed=count, rows_removed=count)
-            name = f"{_audit_name(record)}-{uuid.uuid4().hex[:8]}"
-            lake.write_erasure(settings.lake_dir, DATASET, name, record)
-        erasures.dropped.clear()
-        return
-    with pipeline.sql_client() as client:
-        table = client.make_qualified_table_name(ERASURES_TABLE)
-        for (hash_, environment), count in sorted(erasures.dropped.items(), key=str):
-            client.execute_sql(
-                f"insert into {table} (erased_at, identity_hmac, environment_id, action, node, "
-                "deliveries_removed, rows_removed) values (%s, %s, %s, %s, %s, %s, %s)",
-                now,
-                hash_,
-                environment,
-                DROPPED_AT_LOAD,
-                settings.node,
-                count,
-                count,
-            )
+    rows = []
+    for (hash_, environment), count in sorted(erasures.dropped.items(), key=str):
+        row = _audit_record(now, hash_, environment, DROPPED_AT_LOAD, warehouse.settings.node)
+        row.update(deliveries_removed=count, rows_removed=count)
+        rows.append(row)
+    warehouse.record_dropped(pipeline, rows)
     erasures.dropped.clear()
-
-
-def lake_erasures(settings: Settings) -> list[Erasure]:
-    """Every erasure recorded in the lake (pending ones included, as `read_erasures`)."""
-    rows = lake.read_erasures(settings.lake_dir, DATASET).to_pylist()
-    return [
-        Erasure(row["identity_hmac"], row["environment_id"], _utc(row["erased_at"]))
-        for row in rows
-        if row["action"] == FORGET
-    ]
 
 
 def _audit_record(
@@ -258,18 +240,6 @@ def _audit_record(
         "deliveries_removed": None,
         "rows_removed": None,
     }
-
-
-def _audit_name(record: dict[str, object]) -> str:
-    """The file name (without `.parquet`) of an audit record in the lake: when, the hash's first
-    16 digits, the scope and the action, so a listing reads in time order."""
-    at = record["erased_at"]
-    assert isinstance(at, datetime)
-    scope = "all" if record["environment_id"] is None else f"env{record['environment_id']}"
-    return (
-        f"{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{str(record['identity_hmac'])[:16]}-{scope}-"
-        f"{record['action']}"
-    )
 
 
 def _utc(value) -> datetime:
@@ -392,17 +362,13 @@ def forget(
     erased_at = datetime.now(UTC)
     warehouse = for_settings(settings)
     summary = ForgetSummary(identities=len(wanted))
-    if settings.warehouse == "spark":
+    if isinstance(warehouse, LakeWarehouse):
         return _forget_on_lake(
-            settings, wanted, hashes, environment_id, erased_at, summary, transform
+            warehouse, wanted, hashes, environment_id, erased_at, summary, transform
         )
 
-    # 1. Record the erasures (pending): every loader drops their deliveries from now on. (On
-    # DuckDB the transform lock is the file's writer lock, which a loader holds too.)
-    recording = (
-        warehouse.transform_lock(settings.marts_schema) if settings.warehouse == "duckdb" else None
-    )
-    with recording or contextlib.nullcontext(), _database(settings) as database:
+    # 1. Record the erasures (pending): every loader drops their deliveries from now on.
+    with warehouse.erasure_recording_lock(), _database(settings) as database:
         database.execute(f"create schema if not exists {DATASET}")
         database.execute(ERASURES_DDL)
         for identity in wanted:
@@ -423,7 +389,7 @@ def forget(
 
     # 3. Delete, and complete the erasures, in one transaction; 4. rebuild what counts them.
     with warehouse.transform_lock(settings.marts_schema):
-        with _erasure_exclusive(settings), _database(settings) as database:
+        with warehouse.erasure_lock(), _database(settings) as database:
             for identity in wanted:
                 deliveries, rows = _delete_identity(
                     database, identity, environment_id, settings.marts_schema
@@ -453,7 +419,7 @@ LOADS_WAIT_SECONDS = 600.0
 
 
 def _forget_on_lake(
-    settings: Settings,
+    warehouse: LakeWarehouse,
     wanted: list[str],
     hashes: dict[str, str],
     environment_id: int | None,
@@ -465,6 +431,7 @@ def _forget_on_lake(
     from . import pipeline
     from .transform import SCHEDULED_BUILD, run_dbt
 
+    settings = warehouse.settings
     lake_dir = settings.lake_dir
     if not lake.dataset_exists(lake_dir, DATASET):
         pipeline.load(settings, wait=True)  # dlt creates the dataset's folder in its first load
@@ -474,7 +441,7 @@ def _forget_on_lake(
     for identity in wanted:
         record = _audit_record(erased_at, hashes[identity], environment_id, FORGET, settings.node)
         records[identity] = record
-        lake.write_erasure(lake_dir, DATASET, _audit_name(record), record)
+        lake.write_erasure(lake_dir, DATASET, lake.audit_name(record), record)
     in_progress = lake.loads_in_progress(lake_dir, DATASET)
 
     # 2. This node's spool: the loader drops the erased deliveries it holds.
@@ -491,63 +458,63 @@ def _forget_on_lake(
         ) from None
 
     # 3. Rewrite the raw files holding the identities, then complete the erasures; 4. rebuild.
-    with for_settings(settings).transform_lock(settings.marts_schema):
+    with warehouse.transform_lock(settings.marts_schema):
         lake.finish_rewrites(lake_dir, DATASET, RAW_TABLES)
+        removed = _delete_from_lake(lake_dir, wanted, environment_id)
         for identity in wanted:
-            removed = _delete_from_lake(lake_dir, identity, environment_id)
-            record = dict(records[identity], deliveries_removed=removed, rows_removed=removed)
-            lake.write_erasure(lake_dir, DATASET, _audit_name(record), record)
-            summary.deliveries_removed += removed
-            summary.rows_removed += removed
+            count = removed[identity]
+            record = dict(records[identity], deliveries_removed=count, rows_removed=count)
+            lake.write_erasure(lake_dir, DATASET, lake.audit_name(record), record)
+            summary.deliveries_removed += count
+            summary.rows_removed += count
         if transform:
             summary.transform_status = run_dbt(settings, "build", list(SCHEDULED_BUILD), lock=False)
     return summary
 
 
-def _delete_from_lake(lake_dir: str, identity: str, environment_id: int | None) -> int:
-    """Rewrites every raw file of a complete load holding a delivery of `identity` (in scope)
-    without it; returns how many deliveries were removed. Only files whose text mentions the
-    identity are parsed row by row."""
+def _delete_from_lake(
+    lake_dir: str, identities: Iterable[str], environment_id: int | None
+) -> dict[str, int]:
+    """Rewrites every raw file of a complete load holding a delivery of any of `identities` (in
+    scope) without those deliveries, each file once; returns how many deliveries of each
+    identity were removed. Only files whose text mentions one of the identities are parsed row
+    by row."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    removed = dict.fromkeys(identities, 0)
+    wanted = frozenset(removed)
     fs, _ = lake.filesystem(lake_dir)
     loads = lake.completed_loads(lake_dir, DATASET)
-    removed = 0
     for table_name, column in ((IDENTITY_TABLE, "payload"), (QUARANTINE_TABLE, "body")):
         for path in lake.table_files(lake_dir, DATASET, table_name, loads):
             texts = pq.read_table(path, columns=[column], filesystem=fs)[column]
-            if not pc.any(pc.match_substring(texts, identity)).as_py():
+            if not any(pc.any(pc.match_substring(texts, name)).as_py() for name in wanted):
                 continue
             erased = [
-                text is not None and _in_scope(text.encode("utf-8"), identity, environment_id)
+                None
+                if text is None
+                else _erased_identity(text.encode("utf-8"), wanted, environment_id)
                 for text in texts.to_pylist()
             ]
-            if not any(erased):
+            if all(identity is None for identity in erased):
                 continue
             rows = pq.read_table(path, filesystem=fs)
-            lake.rewrite_file(lake_dir, path, rows.filter(pa.array([not e for e in erased])))
-            removed += sum(erased)
+            keep = pa.array([identity is None for identity in erased])
+            lake.rewrite_file(lake_dir, path, rows.filter(keep))
+            for identity in erased:
+                if identity is not None:
+                    removed[identity] += 1
     return removed
 
 
-def _in_scope(body: bytes, identity: str, environment_id: int | None) -> bool:
+def _erased_identity(body: bytes, wanted: Set[str], environment_id: int | None) -> str | None:
+    """The identity of `wanted` that `body` is a delivery of, in scope of `environment_id`
+    (None: every environment); None when it is none of theirs."""
     address = delivery_address(body)
-    return address is not None and address[0] == identity and environment_id in (None, address[1])
-
-
-def _erasure_exclusive(settings: Settings):
-    """On Postgres, waits for loads in progress on any node (they hold this lock shared while
-    they load, with the erasures they read at their start) and keeps new ones out until the
-    deletes commit. A DuckDB loader holds the file's writer lock instead."""
-    if settings.warehouse != "postgres":
-        return contextlib.nullcontext()
-    from .locks import postgres_advisory_lock
-
-    return postgres_advisory_lock(ERASURE_LOCK, what="loads in progress")
-
-
-ERASURE_LOCK = "flagsmith_warehouse.erasures"
+    if address is None or address[0] not in wanted or environment_id not in (None, address[1]):
+        return None
+    return address[0]
 
 
 def _scope(environment_id: int | None, column: str = "environment_id") -> tuple[str, tuple]:
@@ -580,7 +547,7 @@ def _delete_identity(
     )
     ids = []
     for delivery_id, body in candidates:
-        if _in_scope(body.encode("utf-8"), identity, environment_id):
+        if _erased_identity(body.encode("utf-8"), {identity}, environment_id) is not None:
             ids.append(delivery_id)
     for delivery_id in ids:
         deliveries += database.delete(

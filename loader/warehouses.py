@@ -5,12 +5,15 @@ arrow batches, release the segments once the load is complete. What a warehouse 
 behind the methods below: its dlt destination and pipeline name, the connection the loader
 holds while it loads, the lock that keeps other writers out, how the raw tables are first
 created, what is already there, and what to check after a load before segments leave the spool.
+It also decides how the erasures audit (loader.privacy) is read and appended to, and which
+locks `forget` takes to record an erasure and to delete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -22,6 +25,8 @@ from .locks import exclusive, postgres_advisory_lock, warehouse_writer_lock
 if TYPE_CHECKING:
     import duckdb
 
+    from .privacy import Erasure
+
 # What the lock methods return: held inside a `with`.
 Lock = AbstractContextManager[object]
 
@@ -30,6 +35,8 @@ DATASET = "flagsmith_raw"
 IDENTITY_TABLE = "identity_webhooks"
 QUARANTINE_TABLE = "quarantined_webhooks"
 RAW_TABLES = (IDENTITY_TABLE, QUARANTINE_TABLE)
+# Held shared by every Postgres load and exclusively by `forget` while it deletes.
+ERASURE_LOCK = "flagsmith_warehouse.erasures"
 
 
 class Warehouse:
@@ -127,6 +134,41 @@ class Warehouse:
         """Held by `transform` for dbt's whole run."""
         return contextlib.nullcontext()
 
+    def read_erasures(self, pipeline) -> list[Erasure]:
+        """Every erasure recorded (pending ones included: a loader drops from the moment one is
+        recorded), through the pipeline's dlt SQL client; none while the erasures table does
+        not exist."""
+        from .privacy import ERASURES_TABLE, read_erasures
+
+        with pipeline.sql_client() as client:
+            if not table_exists(client, ERASURES_TABLE):
+                return []
+            return read_erasures(lambda sql: client.execute_sql(sql))
+
+    def record_dropped(self, pipeline, rows: list[dict[str, object]]) -> None:
+        """Append `rows` (`dropped_at_load` audit records: column -> value) to the erasures
+        table, through the pipeline's dlt SQL client."""
+        from .privacy import ERASURES_TABLE
+
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name(ERASURES_TABLE)
+            for row in rows:
+                columns = ", ".join(row)
+                marks = ", ".join(["%s"] * len(row))
+                client.execute_sql(
+                    f"insert into {table} ({columns}) values ({marks})", *row.values()
+                )
+
+    def erasure_recording_lock(self) -> Lock:
+        """Held by `forget` while it records an erasure over a connection of its own."""
+        return contextlib.nullcontext()
+
+    def erasure_lock(self) -> Lock:
+        """Held by `forget`, inside the transform lock, while it deletes erased identities' rows:
+        loads in progress (which read the erasures at their start) end first, and new ones wait
+        for the deletes to commit. None where the transform lock already keeps loads out."""
+        return contextlib.nullcontext()
+
 
 class DuckDBWarehouse(Warehouse):
     """One file, one writer: the loader and dbt take turns through a file lock, and the loader
@@ -196,6 +238,11 @@ class DuckDBWarehouse(Warehouse):
         self.settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
         return exclusive(warehouse_writer_lock(self.settings.duckdb_path), what="the loader")
 
+    def erasure_recording_lock(self) -> Lock:
+        # `forget` opens the file to record an erasure, and a file has one writer at a time: the
+        # transform lock is the file's writer lock, which a loader holds too.
+        return self.transform_lock(self.settings.marts_schema)
+
 
 class PostgresWarehouse(Warehouse):
     """A server several nodes load into at once: one dlt pipeline per node,
@@ -216,11 +263,9 @@ class PostgresWarehouse(Warehouse):
 
     def writer_lock(self) -> Lock:
         """Loads of every node run at once; each holds the erasure lock shared, so `forget`
-        (which takes it exclusively) waits for loads that read the erasures before it recorded
-        one, and new loads wait for its deletes (loader.privacy)."""
-        return postgres_advisory_lock(
-            "flagsmith_warehouse.erasures", what="an erasure (forget)", shared=True
-        )
+        (which takes it exclusively: `erasure_lock`) waits for loads that read the erasures
+        before it recorded one, and new loads wait for its deletes (loader.privacy)."""
+        return postgres_advisory_lock(ERASURE_LOCK, what="an erasure (forget)", shared=True)
 
     def setup_lock(self) -> Lock:
         # Loaders of several nodes may start at once on an empty database: the one that creates
@@ -236,6 +281,10 @@ class PostgresWarehouse(Warehouse):
         return postgres_advisory_lock(
             f"flagsmith_warehouse.transform:{schema}", what="another dbt run on this schema"
         )
+
+    def erasure_lock(self) -> Lock:
+        """The lock every load holds shared (`writer_lock`), taken exclusively."""
+        return postgres_advisory_lock(ERASURE_LOCK, what="loads in progress")
 
 
 def postgres_credentials():
@@ -354,6 +403,27 @@ class LakeWarehouse(Warehouse):
         directory = self.settings.spark_warehouse_dir
         directory.parent.mkdir(parents=True, exist_ok=True)
         return exclusive(Path(f"{directory}.lock"), what="another Spark transform")
+
+    def read_erasures(self, pipeline) -> list[Erasure]:
+        """Every erasure recorded in the lake's audit files (pending ones included)."""
+        from . import lake
+        from .privacy import FORGET, Erasure
+
+        rows = lake.read_erasures(self.settings.lake_dir, DATASET).to_pylist()
+        return [
+            Erasure.recorded(row["identity_hmac"], row["environment_id"], row["erased_at"])
+            for row in rows
+            if row["action"] == FORGET
+        ]
+
+    def record_dropped(self, pipeline, rows: list[dict[str, object]]) -> None:
+        """Each row an audit file of its own, its name made unique by a random suffix: loads of
+        several nodes may drop deliveries of one scope at once."""
+        from . import lake
+
+        for row in rows:
+            name = f"{lake.audit_name(row)}-{uuid.uuid4().hex[:8]}"
+            lake.write_erasure(self.settings.lake_dir, DATASET, name, row)
 
 
 WAREHOUSE_CLASSES: dict[str, type[Warehouse]] = {

@@ -1,8 +1,9 @@
 """`forget` on the lake (FLAGSMITH_WAREHOUSE=spark), without Spark: the raw parquet files are
-rewritten without the identity's deliveries, the audit is kept in the lake's erasures files, a
-`forget` killed between writing a file's new revision and removing the old one is finished by
-the next, and `forget` waits for loads other nodes started before it recorded the erasure. The
-marts rebuilt on Spark afterwards: tests/test_privacy.py (`..._on_spark`)."""
+rewritten without the identities' deliveries (each file once for all of them), the audit is
+kept in the lake's erasures files, a `forget` killed between writing a file's new revision and
+removing the old one is finished by the next, and `forget` waits for loads other nodes started
+before it recorded the erasure. The marts rebuilt on Spark afterwards: tests/test_privacy.py
+(`..._on_spark`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from loader.config import ConfigError
 from loader.privacy import DROPPED_AT_LOAD, FORGET, forget, identity_hmac
 from loader.spool import SpoolWriter
 
+from .bodies import body, flag
 from .test_privacy import ERASED, KEY, _address, _audit, _distinctive_stream
-from .warehouse import Posted, connect, deliveries, land, warehouse_settings
+from .warehouse import Posted, connect, deliveries, land, landed_delivery_ids, warehouse_settings
 
 DATASET = pipeline.DATASET
 
@@ -120,6 +122,46 @@ def test_forget_on_the_lake_in_one_environment_keeps_the_others(tmp_path):
     assert _audit(settings) == [(identity_hmac(KEY, "scoped"), 7, FORGET, 2)]
 
 
+def test_forget_on_the_lake_erases_several_identities_in_one_pass(tmp_path, monkeypatch):
+    settings = _lake_settings(tmp_path / "node")
+    at = datetime.now(UTC) - timedelta(hours=1)
+
+    def posted(identities: list[str], start: int) -> list[Posted]:
+        return [
+            Posted(body(identity, [flag(1, "f")]), at + timedelta(seconds=start + n))
+            for n, identity in enumerate(identities)
+        ]
+
+    # Each load's file holds both erased identities beside the one that stays.
+    land(settings, posted(["gone-a", "gone-b", "stays", "gone-a"], 0))
+    land(settings, posted(["gone-b", "stays", "gone-b", "gone-b"], 10))
+    land(settings, [Posted(b'{"identity": "gone-a", "flags": 5}', at, "prod")])  # quarantined
+    assert _quarantined_count(settings) == 1
+    rewritten: list[str] = []
+    real_rewrite = lake.rewrite_file
+
+    def counted(lake_dir, path, rows):
+        rewritten.append(path)
+        return real_rewrite(lake_dir, path, rows)
+
+    monkeypatch.setattr(lake, "rewrite_file", counted)
+
+    summary = forget(settings, ["gone-a", "gone-b"], transform=False)
+
+    assert summary.identities == 2
+    assert summary.deliveries_removed == summary.rows_removed == 3 + 4
+    assert len(rewritten) == len(set(rewritten)) == 3  # each file holding them, once
+    assert _raw_identities(settings) == ["stays", "stays"]
+    assert _quarantined_count(settings) == 0
+    assert _files_mentioning(settings, "gone-") == []
+    assert sorted(_audit(settings)) == sorted(
+        [
+            (identity_hmac(KEY, "gone-a"), None, FORGET, 3),  # its quarantined body included
+            (identity_hmac(KEY, "gone-b"), None, FORGET, 4),
+        ]
+    )
+
+
 def test_a_forget_killed_between_a_files_revisions_is_finished_by_the_next(tmp_path, monkeypatch):
     settings = _lake_settings(tmp_path / "node")
     stream = _distinctive_stream(datetime(2026, 11, 1, tzinfo=UTC))
@@ -144,7 +186,7 @@ def test_a_forget_killed_between_a_files_revisions_is_finished_by_the_next(tmp_p
     # Readers take the newest revision: no delivery twice, the rewritten file's without ERASED.
     loads = lake.completed_loads(settings.lake_dir, DATASET)
     assert len(lake.table_files(settings.lake_dir, DATASET, "identity_webhooks", loads)) == 2
-    assert len(_raw_identities(settings)) == len(set(_raw_delivery_ids(settings)))
+    assert len(_raw_identities(settings)) == len(set(landed_delivery_ids(settings)))
     assert _audit(settings) == [(identity_hmac(KEY, ERASED), None, FORGET, None)]  # pending
 
     second_load = [_address(p)[0] for p in stream[10:20]].count(ERASED)
@@ -154,12 +196,6 @@ def test_a_forget_killed_between_a_files_revisions_is_finished_by_the_next(tmp_p
     assert len(names) == 2 and all(".r1." in name for name in names), names
     assert _raw_identities(settings) == kept
     assert _files_mentioning(settings, ERASED) == []
-
-
-def _raw_delivery_ids(settings) -> list[str]:
-    with connect(settings) as connection:
-        rows = connection.execute("select delivery_id from flagsmith_raw.identity_webhooks")
-        return [row[0] for row in rows.fetchall()]
 
 
 def test_forget_on_the_lake_waits_for_loads_other_nodes_started_before_it(tmp_path, monkeypatch):
