@@ -28,7 +28,8 @@
        Partitions keyed by identity are then exactly what a full refresh gives; a mart whose
        partitions count across identities (features, segments, daily counts, allocations) sets
        `rebuild_after_erasure`, so the completed erasures are part of its recorded state and a
-       new one rebuilds it whole.
+       new one rebuilds it whole. On Spark every model does (`rebuilds_after_erasure`): its
+       parquet tables have no DELETE.
 -#}
 
 
