@@ -28,7 +28,8 @@
        Partitions keyed by identity are then exactly what a full refresh gives; a mart whose
        partitions count across identities (features, segments, daily counts, allocations) sets
        `rebuild_after_erasure`, so the completed erasures are part of its recorded state and a
-       new one rebuilds it whole.
+       new one rebuilds it whole. On Spark every model does (`rebuilds_after_erasure`): its
+       parquet tables have no DELETE.
 -#}
 
 
@@ -163,9 +164,8 @@
     {#- The text this model's rows depend on besides its input, or none: the excluded trait
         keys (every incremental model: staging leaves those traits out, so a change rebuilds
         everything, as a full refresh would), what the macro named by config
-        `flagsmith_rebuild_state` returns, and with `flagsmith_rebuild_after_erasure` the
-        completed erasures (`erasure_state`). On Spark every model keeps the erasures: `forget`
-        cannot delete rows from its parquet tables, so each rebuilds from what is left. -#}
+        `flagsmith_rebuild_state` returns, and the completed erasures (`erasure_state`) where
+        `rebuilds_after_erasure` says so. -#}
     {%- set parts = [] -%}
     {%- set excluded = flagsmith_warehouse.excluded_trait_keys_state() -%}
     {%- if excluded -%}
@@ -178,13 +178,27 @@
             {%- do parts.append(own) -%}
         {%- endif -%}
     {%- endif -%}
-    {%- if config.get('flagsmith_rebuild_after_erasure') or adapter.type() == 'spark' -%}
+    {%- if flagsmith_warehouse.rebuilds_after_erasure() -%}
         {%- set erasures = flagsmith_warehouse.erasure_state() -%}
         {%- if erasures -%}
             {%- do parts.append(erasures) -%}
         {%- endif -%}
     {%- endif -%}
     {{ return(parts | join('\n') if parts else none) }}
+{%- endmacro %}
+
+
+{% macro rebuilds_after_erasure() -%}
+    {#- Whether the current model keeps the completed erasures in its recorded state, so that a
+        new erasure rebuilds it whole. -#}
+    {{ return(adapter.dispatch('rebuilds_after_erasure', 'flagsmith_warehouse')()) }}
+{%- endmacro %}
+
+
+{% macro default__rebuilds_after_erasure() -%}
+    {#- `forget` deletes an erased identity's rows from every table keyed by identity in place;
+        the models counting across identities set `rebuild_after_erasure`. -#}
+    {{ return(true if config.get('flagsmith_rebuild_after_erasure') else false) }}
 {%- endmacro %}
 
 
@@ -300,6 +314,19 @@
 {%- endmacro %}
 
 
+{% macro new_input_keys_sql(input, key_expressions, condition=none) -%}
+    {#- A select of the distinct keys (`key_expressions`, columns or expressions) of the rows of
+        `input` this model has not processed (`new_input_condition`), where `condition` holds if
+        given: which partitions an incremental run recomputes or replaces. Read from the relation
+        itself rather than from a CTE, so the watermark literal prunes row groups and the
+        warehouse keeps no copy of a CTE with two readers. -#}
+    select distinct {{ key_expressions | join(', ') }}
+    from {{ input }}
+    where {{ flagsmith_warehouse.new_input_condition() }}
+    {%- if condition %} and {{ condition }}{% endif %}
+{%- endmacro %}
+
+
 {% macro incremental_config(
     input_model, replace_by, replace_new_identities=false, replace_new_input_of=none,
     rebuild_state=none, rebuild_after_erasure=false
@@ -386,9 +413,7 @@
         {%- endif %}
         {%- if new_input_of %}
         union
-        select distinct {{ keys | join(', ') }}
-        from {{ ref(new_input_of) }}
-        where {{ flagsmith_warehouse.new_input_condition() }}
+        {{ flagsmith_warehouse.new_input_keys_sql(ref(new_input_of), keys) }}
         {%- endif %}
     );
     {%- endif %}
@@ -425,11 +450,10 @@
 {% macro identities_with_new_deliveries_sql() -%}
     {#- (environment scope, identity) of every identity with deliveries this model has not
         processed, keyed like `partition_key`. -#}
-    select distinct
-        {{ flagsmith_warehouse.environment_scope('environment_id') }} as environment_scope,
-        identity
-    from {{ ref('stg_flagsmith__identity_webhooks') }}
-    where {{ flagsmith_warehouse.new_input_condition() }}
+    {{ flagsmith_warehouse.new_input_keys_sql(ref('stg_flagsmith__identity_webhooks'), [
+        flagsmith_warehouse.environment_scope('environment_id') ~ ' as environment_scope',
+        'identity',
+    ]) }}
 {%- endmacro %}
 
 

@@ -195,15 +195,13 @@
         ) }}
     {%- endif %}
     union
-    select distinct environment_id, identity
-    from {{ ref('stg_flagsmith__identity_webhooks') }}
-    where {{ flagsmith_warehouse.new_input_condition() }}
+    {{ flagsmith_warehouse.new_input_keys_sql(
+        ref('stg_flagsmith__identity_webhooks'), ['environment_id', 'identity']
+    ) }}
     {%- endif %}
     {%- if new_input_of %}
     union
-    select distinct {{ keys | join(', ') }}
-    from {{ ref(new_input_of) }}
-    where {{ flagsmith_warehouse.new_input_condition() }}
+    {{ flagsmith_warehouse.new_input_keys_sql(ref(new_input_of), keys) }}
     {%- endif %}
 {%- endmacro %}
 
@@ -338,6 +336,13 @@
         {{ flagsmith_warehouse.sql_text_literal(flagsmith_warehouse.current_state()) }},
         cast(null as string)
     from {{ input_relation }}
+{%- endmacro %}
+
+
+{% macro spark__rebuilds_after_erasure() -%}
+    {#- Every model: `forget` cannot delete rows from the parquet tables, so after an erasure
+        each rebuilds from what the lake still holds. -#}
+    {{ return(true) }}
 {%- endmacro %}
 
 

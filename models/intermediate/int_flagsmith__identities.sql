@@ -16,11 +16,7 @@ webhooks as (
 
 {% if flagsmith_warehouse.is_incremental_run() %}
 identities_with_new_deliveries as (
-    select distinct
-        {{ flagsmith_warehouse.environment_scope('environment_id') }} as environment_scope,
-        identity
-    from {{ ref('stg_flagsmith__identity_webhooks') }}  -- not the CTE: it has another reader
-    where {{ flagsmith_warehouse.new_input_condition() }}
+    {{ flagsmith_warehouse.identities_with_new_deliveries_sql() }}
 ),
 {% endif %}
 

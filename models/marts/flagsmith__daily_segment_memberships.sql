@@ -17,9 +17,9 @@
 with
 
 environments_with_new_deliveries as (
-    select distinct environment_id
-    from {{ ref('stg_flagsmith__identity_webhooks') }}
-    where {{ flagsmith_warehouse.new_input_condition() }} and environment_id is not null
+    {{ flagsmith_warehouse.new_input_keys_sql(
+        ref('stg_flagsmith__identity_webhooks'), ['environment_id'], 'environment_id is not null'
+    ) }}
 ),
 
 environment_last_dates as (

@@ -19,7 +19,9 @@ new_deliveries as (
 ),
 
 environments_with_new_deliveries as (
-    select distinct environment_id from new_deliveries
+    {{ flagsmith_warehouse.new_input_keys_sql(
+        ref('stg_flagsmith__identity_webhooks'), ['environment_id'], 'environment_id is not null'
+    ) }}
 ),
 
 identities_counted as (

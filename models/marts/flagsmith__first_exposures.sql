@@ -17,11 +17,9 @@ all_periods as (
 
 {% if flagsmith_warehouse.is_incremental_run() %}
 pairs_with_new_periods as (
-    -- from the relation itself, not the shared CTE, so the watermark prunes row groups and
-    -- the warehouse does not keep a copy of the CTE for its two readers
-    select distinct environment_id, identity, feature_id
-    from {{ ref('flagsmith__flag_exposure_periods') }}
-    where {{ flagsmith_warehouse.new_input_condition() }}
+    {{ flagsmith_warehouse.new_input_keys_sql(
+        ref('flagsmith__flag_exposure_periods'), ['environment_id', 'identity', 'feature_id']
+    ) }}
 ),
 {% endif %}
 
