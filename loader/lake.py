@@ -17,16 +17,17 @@ Files are rewritten only by `forget` (`rewrite_file`): the new revision of
 moved into place complete before the older revision is removed, and readers here take the newest
 revision of each file, so none of them ever reads a delivery twice or misses one. Spark's
 staging reads through a glob that matches every revision. The dbt runs this package starts
-(`transform.run_dbt`: the `transform` and `run` commands, the build after `forget`) first run
-`finish_rewrites` under the transform lock (`transform._prepare_lake`), which removes any older
+(`transform.run_dbt`: the `transform`, `run` and `docs` commands, the build after `forget`) first
+run `finish_rewrites` under the transform lock (`transform._prepare_lake`), which removes any older
 revision a killed `forget` left behind; `forget` runs it too before it rewrites. A `dbt run`
 started by hand does not: until one of those has run, it would read both revisions of such a
 file.
 
 Beside the raw tables the lake holds `flagsmith_raw/erasures/` (the erasures audit, a parquet file
 per record: `loader.privacy`), and beside the dataset `_flagsmith_loading/` (a marker per node
-while its loader loads, which `forget` waits out: `announce_load`). Neither is created before
-dlt has created the dataset's folder, which dlt's first load insists on doing itself.
+while its loader loads, which `forget` waits out: `announce_load`). The erasures folder is not
+created before dlt has created the dataset's folder, which dlt's first load insists on doing
+itself; the markers' folder is outside it.
 """
 
 from __future__ import annotations

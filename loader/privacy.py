@@ -29,9 +29,11 @@ model keeps the completed erasures in its recorded state and the build of step 4
 mart from what is left. A `forget` killed while rewriting is finished by running it again; a
 `transform` first removes any older revision it left (`lake.finish_rewrites`).
 
-What differs per warehouse is in its object (`loader.warehouses`): reading the erasures a load
-applies (`read_erasures`), appending `dropped_at_load` rows (`record_dropped`), and the locks
-`forget` takes to record an erasure and to delete (`erasure_recording_lock`, `erasure_lock`).
+What a load does differently per warehouse is in the warehouse object (`loader.warehouses`):
+reading the erasures it applies (`read_erasures`) and appending its `dropped_at_load` rows
+(`record_dropped`); on DuckDB and Postgres also the locks `forget` takes to record an erasure and
+to delete (`erasure_recording_lock`, `erasure_lock`). `forget`'s own SQL in both dialects
+(`_Database`, `_delete_identity`) and its steps on the lake (`_forget_on_lake`) are here.
 """
 
 from __future__ import annotations

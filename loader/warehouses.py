@@ -5,8 +5,9 @@ arrow batches, release the segments once the load is complete. What a warehouse 
 behind the methods below: its dlt destination and pipeline name, the connection the loader
 holds while it loads, the lock that keeps other writers out, how the raw tables are first
 created, what is already there, and what to check after a load before segments leave the spool.
-It also decides how the erasures audit (loader.privacy) is read and appended to, and which
-locks `forget` takes to record an erasure and to delete.
+It also decides how a load reads the erasures audit (loader.privacy) and appends its
+`dropped_at_load` rows, and, on DuckDB and Postgres, which locks `forget` takes to record an
+erasure and to delete.
 """
 
 from __future__ import annotations
