@@ -399,26 +399,46 @@
     {%- for column in partition_columns -%}
         {%- do keys.append(flagsmith_warehouse.partition_key(column)) -%}
     {%- endfor -%}
-    {%- set new_input_of = config.get('flagsmith_replace_new_input_of') -%}
     {%- set dest_columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     {%- if flagsmith_warehouse.is_rebuild() %}
     delete from {{ target }};
     {%- else %}
     delete from {{ target }}
     where ({{ keys | join(', ') }}) in (
-        select {{ keys | join(', ') }} from {{ source }}
-        {%- if config.get('flagsmith_replace_new_identities') %}
-        union
-        {{ flagsmith_warehouse.identities_with_new_deliveries_sql() }}
-        {%- endif %}
-        {%- if new_input_of %}
-        union
-        {{ flagsmith_warehouse.new_input_keys_sql(ref(new_input_of), keys) }}
-        {%- endif %}
+        {{ flagsmith_warehouse.replaced_keys_sql(source, partition_columns) }}
     );
     {%- endif %}
     insert into {{ target }} ({{ dest_columns }})
     select {{ dest_columns }} from {{ source }}
+{%- endmacro %}
+
+
+{% macro replaced_keys_sql(new_rows, partition_columns, null_safe=false) -%}
+    {#- A select of the keys an incremental run replaces: the distinct keys of its new rows
+        (`new_rows`), and those the model names besides them: with `replace_new_identities`
+        every identity with new deliveries, with `replace_new_input_of` the keys of that model's
+        new rows. Keys as `partition_key` gives them, for `in`; with `null_safe` the columns as
+        they are, nulls kept, for Spark's `<=>`. -#}
+    {%- set keys = [] -%}
+    {%- for column in partition_columns -%}
+        {%- do keys.append(column if null_safe else flagsmith_warehouse.partition_key(column)) -%}
+    {%- endfor -%}
+    {%- set new_input_of = config.get('flagsmith_replace_new_input_of') -%}
+    select distinct {{ keys | join(', ') }} from {{ new_rows }}
+    {%- if config.get('flagsmith_replace_new_identities') %}
+    {%- if partition_columns | list != ['environment_id', 'identity'] -%}
+        {{ exceptions.raise_compiler_error(
+            "replace_new_identities needs replace_by ['environment_id', 'identity'], not "
+            ~ partition_columns
+        ) }}
+    {%- endif %}
+    union
+    {{ flagsmith_warehouse.new_input_keys_sql(ref('stg_flagsmith__identity_webhooks'), keys) }}
+    {%- endif %}
+    {%- if new_input_of %}
+    union
+    {{ flagsmith_warehouse.new_input_keys_sql(ref(new_input_of), keys) }}
+    {%- endif %}
 {%- endmacro %}
 
 

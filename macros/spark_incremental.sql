@@ -88,7 +88,7 @@
         {%- if extra_keys -%}
             {%- call statement('replaced_keys') -%}
                 cache table {{ replaced }} as
-                {{ flagsmith_warehouse.spark_replaced_keys_sql(new_rows, keys) }}
+                {{ flagsmith_warehouse.replaced_keys_sql(new_rows, keys, null_safe=true) }}
             {%- endcall -%}
         {%- endif -%}
         {%- set columns = adapter.get_columns_in_relation(existing)
@@ -180,29 +180,6 @@
         config.get('flagsmith_replace_new_identities')
         or config.get('flagsmith_replace_new_input_of')
     ) }}
-{%- endmacro %}
-
-
-{% macro spark_replaced_keys_sql(new_rows, keys) -%}
-    {#- The keys this run replaces (the distinct keys of the new rows, and those the model names),
-        with the columns' own names and nulls kept, for a null-safe comparison. -#}
-    {%- set new_input_of = config.get('flagsmith_replace_new_input_of') -%}
-    select distinct {{ keys | join(', ') }} from {{ new_rows }}
-    {%- if config.get('flagsmith_replace_new_identities') %}
-    {%- if keys != ['environment_id', 'identity'] -%}
-        {{ exceptions.raise_compiler_error(
-            "replace_new_identities needs replace_by ['environment_id', 'identity'], not " ~ keys
-        ) }}
-    {%- endif %}
-    union
-    {{ flagsmith_warehouse.new_input_keys_sql(
-        ref('stg_flagsmith__identity_webhooks'), ['environment_id', 'identity']
-    ) }}
-    {%- endif %}
-    {%- if new_input_of %}
-    union
-    {{ flagsmith_warehouse.new_input_keys_sql(ref(new_input_of), keys) }}
-    {%- endif %}
 {%- endmacro %}
 
 
